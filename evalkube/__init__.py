@@ -1,0 +1,7 @@
+"""evalkube: lmms-eval evaluations as Kubernetes resources.
+
+The shared core every component imports: the wire protocol (`evalkube.protocol`), the EvalJob
+names (`evalkube.resource`), the request <-> EvalJob mapping (`evalkube.mapping`) and the clients.
+"""
+
+__version__ = "0.1.0"

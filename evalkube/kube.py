@@ -1,0 +1,30 @@
+"""Kubernetes client configuration shared by the API, the operator and the runner.
+
+In a pod the service account is used; anywhere else KUBECONFIG (or ~/.kube/config), exactly as
+kubectl would, so running a component on a laptop against a kind cluster needs no flags.
+"""
+
+from __future__ import annotations
+
+import os
+
+import kubernetes
+
+
+def load_config(kubeconfig: str | None = None) -> None:
+    """Configure the `kubernetes` client: in-cluster when in a pod, else the kubeconfig."""
+    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        kubernetes.config.load_incluster_config()
+    else:
+        kubernetes.config.load_kube_config(config_file=kubeconfig)
+
+
+def api_client(kubeconfig: str | None = None) -> kubernetes.client.ApiClient:
+    """A fresh ApiClient (own connection pool) configured as `load_config` would."""
+    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        configuration = kubernetes.client.Configuration()
+        kubernetes.config.load_incluster_config(client_configuration=configuration)
+    else:
+        configuration = kubernetes.client.Configuration()
+        kubernetes.config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    return kubernetes.client.ApiClient(configuration)

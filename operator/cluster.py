@@ -1,0 +1,73 @@
+"""The operator's few Kubernetes API calls, awaitable.
+
+kopf drives the watches; these are the writes and point reads around them. The `kubernetes`
+client is synchronous, so each call runs in a worker thread instead of blocking kopf's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+
+from evalkube import resource
+
+
+class Cluster:
+    """Typed helpers over one ApiClient."""
+
+    def __init__(self, api_client: kubernetes.client.ApiClient) -> None:
+        self.custom = kubernetes.client.CustomObjectsApi(api_client)
+        self.batch = kubernetes.client.BatchV1Api(api_client)
+        self.core = kubernetes.client.CoreV1Api(api_client)
+
+    async def get_evaljob(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await _or_none(
+            self.custom.get_namespaced_custom_object,
+            resource.GROUP, resource.VERSION, namespace, resource.PLURAL, name,
+        )
+
+    async def patch_evaljob_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any] | None:
+        """Merge-patch status; None when the EvalJob is gone (deleted meanwhile)."""
+        return await _or_none(
+            self.custom.patch_namespaced_custom_object_status,
+            resource.GROUP, resource.VERSION, namespace, resource.PLURAL, name, {"status": status},
+        )
+
+    async def delete_evaljob(self, namespace: str, name: str) -> None:
+        await _or_none(
+            self.custom.delete_namespaced_custom_object,
+            resource.GROUP, resource.VERSION, namespace, resource.PLURAL, name,
+            propagation_policy="Background",
+        )
+
+    async def create_job(self, job: dict[str, Any]) -> bool:
+        """Create the Job; False when it already exists (a restarted operator creating it again)."""
+        try:
+            await asyncio.to_thread(self.batch.create_namespaced_job, job["metadata"]["namespace"], job)
+        except ApiException as error:
+            if error.status == 409:
+                return False
+            raise
+        return True
+
+    async def delete_job(self, namespace: str, name: str) -> None:
+        """Delete the Job and, in the background, its pods (SIGTERM reaches the runner)."""
+        await _or_none(self.batch.delete_namespaced_job, name, namespace, propagation_policy="Background")
+
+    async def config_map_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        """A ConfigMap's data, or None when it does not exist."""
+        found = await _or_none(self.core.read_namespaced_config_map, name, namespace)
+        return None if found is None else dict(found.data or {})
+
+
+async def _or_none(call: Any, *args: Any, **kwargs: Any) -> Any:
+    """The call's result, or None on 404: a deleted object is a normal outcome here."""
+    try:
+        return await asyncio.to_thread(call, *args, **kwargs)
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise

@@ -1,0 +1,79 @@
+"""kopf registrations: three watches feed one reconcile, plus the indexes it reads.
+
+Handlers are thin on purpose: each maps an event to "reconcile that EvalJob", and all decisions
+live in `reconcile.py`. Only watch events are used (no kopf on.create/on.update state machine),
+so kopf keeps no per-object progress annotations and a restart simply reconciles everything.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from evalkube import resource
+from evalkube.operator.reconcile import Reconciler
+
+CHILD_SELECTOR = {resource.LABEL_MANAGED_BY: resource.MANAGED_BY}
+
+
+def _plain(body: kopf.Body) -> dict[str, Any]:
+    return {key: body.get(key) for key in ("apiVersion", "kind", "metadata", "spec", "status")}
+
+
+@kopf.index(resource.GROUP, resource.VERSION, resource.PLURAL)
+def evaljobs_by_namespace(namespace: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
+    return {namespace: _plain(body)}
+
+
+@kopf.index("batch", "v1", "jobs", labels=CHILD_SELECTOR)
+def jobs_by_evaljob(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]] | None:
+    owner = labels.get(resource.LABEL_EVALJOB)
+    return {(namespace, owner): _plain(body)} if owner else None
+
+
+@kopf.index("", "v1", "pods", labels=CHILD_SELECTOR)
+def pods_by_evaljob(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]] | None:
+    owner = labels.get(resource.LABEL_EVALJOB)
+    return {(namespace, owner): _plain(body)} if owner else None
+
+
+class IndexViews:
+    """The kopf indexes, shaped as reconcile.Views."""
+
+    def __init__(self, evaljobs: kopf.Index, jobs: kopf.Index, pods: kopf.Index) -> None:
+        self._evaljobs, self._jobs, self._pods = evaljobs, jobs, pods
+
+    def job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return next(iter(self._jobs.get((namespace, name), [])), None)
+
+    def pods(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        return list(self._pods.get((namespace, name), []))
+
+    def evaljobs(self, namespace: str) -> list[dict[str, Any]]:
+        return list(self._evaljobs.get(namespace, []))
+
+
+def _views(kwargs: dict[str, Any]) -> IndexViews:
+    return IndexViews(kwargs["evaljobs_by_namespace"], kwargs["jobs_by_evaljob"], kwargs["pods_by_evaljob"])
+
+
+@kopf.on.event(resource.GROUP, resource.VERSION, resource.PLURAL)
+async def evaljob_changed(type: str | None, namespace: str, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
+    reconciler: Reconciler = memo.reconciler
+    if type == "DELETED":
+        reconciler.forget(namespace, name)
+        return
+    await reconciler.reconcile(namespace, name, _views(kwargs))
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=CHILD_SELECTOR)
+async def job_changed(type: str | None, namespace: str, labels: kopf.Labels, memo: kopf.Memo, **kwargs: Any) -> None:
+    if owner := labels.get(resource.LABEL_EVALJOB):
+        await memo.reconciler.reconcile(namespace, owner, _views(kwargs), job_deleted=type == "DELETED")
+
+
+@kopf.on.event("", "v1", "pods", labels=CHILD_SELECTOR)
+async def pod_changed(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **kwargs: Any) -> None:
+    if owner := labels.get(resource.LABEL_EVALJOB):
+        await memo.reconciler.reconcile(namespace, owner, _views(kwargs))

@@ -1,0 +1,57 @@
+"""`evalkube-operator`: run the kopf operator that turns EvalJobs into Kubernetes Jobs."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+import kopf
+
+from evalkube import kube
+from evalkube.operator import handlers  # noqa: F401  (registers the handlers)
+from evalkube.operator.cluster import Cluster
+from evalkube.operator.reconcile import Reconciler
+from evalkube.operator.settings import OperatorSettings
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """kopf's own settings, and the reconciler every handler shares through the memo."""
+    # Event handlers keep no per-object progress; never let kopf write status.kopf fields that
+    # the CRD's schema would prune anyway.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="evalkube.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="evalkube.dev")
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 10
+    kube.load_config()
+    memo.reconciler = Reconciler(Cluster(kube.api_client()), OperatorSettings())
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="evalkube-operator", description=__doc__)
+    scope = parser.add_mutually_exclusive_group()
+    scope.add_argument("--namespace", "-n", action="append", default=None, help="namespace to watch (repeatable; default: EVALKUBE_NAMESPACES, else all)")
+    scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch the whole cluster")
+    peering = parser.add_mutually_exclusive_group()
+    peering.add_argument("--standalone", action="store_true", default=True, help="no peering: the only operator (default)")
+    peering.add_argument("--peering", metavar="NAME", help="coordinate with other replicas through kopf peering NAME")
+    parser.add_argument("--liveness", metavar="URL", help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz")
+    parser.add_argument("--verbose", "-v", action="store_true")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    namespaces = [] if args.all_namespaces else (args.namespace or OperatorSettings().namespaces)
+    kopf.run(
+        standalone=args.peering is None,
+        peering_name=args.peering,
+        namespaces=namespaces,
+        clusterwide=not namespaces,
+        liveness_endpoint=args.liveness,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,240 @@
+"""Level-triggered reconciliation: make an EvalJob's Job and status agree with what it asks for.
+
+Every event (the EvalJob changed, its Job changed, its pod changed) runs the same `reconcile`
+for that EvalJob. It reads the current state, decides, and writes only what differs, so a
+restarted operator, a duplicated event or a missed one all converge on the same result. The
+operator is the only writer of EvalJob status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from evalkube import resource
+from evalkube.mapping import now_rfc3339
+from evalkube.ordering import run_order_key
+from evalkube.operator.cluster import Cluster
+from evalkube.operator.jobspec import build_job
+from evalkube.operator.observe import Observation, observe
+from evalkube.operator.settings import OperatorSettings
+from evalkube.resource import Phase
+from evalkube.results import ResultsTooLarge, fit
+
+log = logging.getLogger("evalkube.operator")
+
+#: status.result stays below this many bytes of JSON: the EvalJob must stay a small object for
+#: etcd and for every watch cache (the full document is still in the results ConfigMap).
+STATUS_RESULT_BUDGET = 256 * 1024
+
+
+class Views(Protocol):
+    """What the operator's watches last saw (kopf indexes); may lag the operator's own writes."""
+
+    def job(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    def pods(self, namespace: str, name: str) -> list[dict[str, Any]]: ...
+
+    def evaljobs(self, namespace: str) -> list[dict[str, Any]]: ...
+
+
+@dataclass
+class Reconciler:
+    """Reconciles EvalJobs; one per operator process."""
+
+    cluster: Cluster
+    settings: OperatorSettings
+    _locks: defaultdict[tuple[str, str], asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
+    _namespace_locks: defaultdict[str, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
+    #: This process's own latest writes (phase, holds a Job), which the watches may not show yet.
+    _written: dict[tuple[str, str], tuple[str, bool]] = field(default_factory=dict)
+
+    async def reconcile(self, namespace: str, name: str, views: Views, job_deleted: bool = False) -> None:
+        """Bring one EvalJob up to date. `job_deleted`: the Job's last event was its deletion."""
+        async with self._locks[(namespace, name)]:
+            evaljob = await self.cluster.get_evaljob(namespace, name)
+            if evaljob is None:
+                self.forget(namespace, name)
+                return
+            finished = await self._reconcile(evaljob, views, job_deleted)
+        if finished:
+            await self._after_finish(namespace, views)
+
+    def forget(self, namespace: str, name: str) -> None:
+        """The EvalJob is gone: drop what this process remembered of it."""
+        self._locks.pop((namespace, name), None)
+        self._written.pop((namespace, name), None)
+
+    async def _reconcile(self, evaljob: dict[str, Any], views: Views, job_deleted: bool) -> bool:
+        """Returns True when this call moved the EvalJob into a finished phase."""
+        meta, spec = evaljob["metadata"], evaljob.get("spec") or {}
+        status = evaljob.get("status") or {}
+        namespace, name = meta["namespace"], meta["name"]
+        if status.get("phase") in Phase.FINISHED:
+            return False  # a finished EvalJob never runs again
+
+        if spec.get("cancelRequested"):
+            await self.cluster.delete_job(namespace, name)
+            return await self._write(evaljob, {
+                "phase": Phase.CANCELLED,
+                "message": "cancelled on request",
+                "completedAt": now_rfc3339(),
+            })
+
+        job = views.job(namespace, name)
+        if job is None:
+            if status.get("jobName") and job_deleted:
+                return await self._write(evaljob, {
+                    "phase": Phase.FAILED,
+                    "message": "evaluation failed",
+                    "error": f"the Job {name} was deleted before the evaluation finished",
+                    "completedAt": now_rfc3339(),
+                })
+            if not status.get("jobName"):
+                return await self._admit(evaljob, views)
+            return False  # created; its first event is on the way
+
+        return await self._mirror(evaljob, observe(job, views.pods(namespace, name)))
+
+    async def _admit(self, evaljob: dict[str, Any], views: Views) -> bool:
+        """Create the Job, unless the EvalJob can't run (bad reference) or must wait its turn."""
+        meta, spec = evaljob["metadata"], evaljob.get("spec") or {}
+        namespace, name = meta["namespace"], meta["name"]
+        created = (evaljob.get("status") or {}).get("createdAt") or meta.get("creationTimestamp")
+
+        tasks_config_map = (spec.get("customTasks") or {}).get("configMap")
+        if tasks_config_map and await self.cluster.config_map_data(namespace, tasks_config_map) is None:
+            return await self._write(evaljob, {
+                "phase": Phase.FAILED,
+                "message": "evaluation failed",
+                "error": f"spec.customTasks.configMap: ConfigMap {tasks_config_map!r} not found in namespace {namespace!r}",
+                "createdAt": created,
+                "completedAt": now_rfc3339(),
+            })
+
+        async with self._namespace_locks[namespace]:
+            waiting_ahead, running = self._queue_position(evaljob, views.evaljobs(namespace))
+            limit = self.settings.max_running
+            if limit and running + waiting_ahead >= limit:
+                return await self._write(evaljob, {
+                    "phase": Phase.QUEUED,
+                    "createdAt": created,
+                    "message": f"waiting for a free slot: {running} of max {limit} EvalJobs running, {waiting_ahead} ahead in the queue",
+                })
+            if await self.cluster.create_job(build_job(evaljob, self.settings)):
+                log.info("created Job %s/%s", namespace, name)
+            return await self._write(evaljob, {
+                "phase": Phase.QUEUED,
+                "createdAt": created,
+                "jobName": name,
+                "message": "Job created; waiting for the evaluator pod",
+                "observedGeneration": meta.get("generation"),
+            })
+
+    def _state(self, evaljob: dict[str, Any]) -> tuple[str | None, bool]:
+        """(phase, holds a Job): this process's own last write wins over a lagging watch."""
+        meta, status = evaljob["metadata"], evaljob.get("status") or {}
+        seen = (status.get("phase"), bool(status.get("jobName")))
+        return self._written.get((meta["namespace"], meta["name"]), seen)
+
+    def _queue_position(self, evaljob: dict[str, Any], siblings: Iterable[dict[str, Any]]) -> tuple[int, int]:
+        """(waiting EvalJobs ahead of this one, EvalJobs holding a Job).
+
+        Conservative under lag: an EvalJob the watch still shows waiting counts as ahead.
+        """
+        key = run_order_key(evaljob)
+        ahead = running = 0
+        for other in siblings:
+            phase, has_job = self._state(other)
+            if other["metadata"]["name"] == evaljob["metadata"]["name"] or phase in Phase.FINISHED:
+                continue
+            if has_job:
+                running += 1
+            elif not (other.get("spec") or {}).get("cancelRequested") and run_order_key(other) < key:
+                ahead += 1
+        return ahead, running
+
+    async def _mirror(self, evaljob: dict[str, Any], seen: Observation) -> bool:
+        """Copy what the Job and pod show into status; collect results once the Job succeeded."""
+        meta = evaljob["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        update: dict[str, Any] = {"phase": seen.phase, "message": seen.message}
+        if seen.started_at:
+            update["startedAt"] = seen.started_at
+        if seen.error:
+            update["error"] = seen.error
+        if seen.succeeded:
+            update.update(await self._collect_results(namespace, name))
+        if update["phase"] in Phase.FINISHED:
+            update["completedAt"] = seen.finished_at or now_rfc3339()
+            if update["phase"] == Phase.FAILED:
+                await self.cluster.delete_job(namespace, name)  # e.g. a pod stuck pulling an image
+        return await self._write(evaljob, update)
+
+    async def _collect_results(self, namespace: str, name: str) -> dict[str, Any]:
+        config_map = resource.result_configmap_name(name)
+        data = await self.cluster.config_map_data(namespace, config_map)
+        if data is None or resource.RESULTS_KEY not in data:
+            return {
+                "phase": Phase.FAILED,
+                "message": "evaluation failed",
+                "error": f"the evaluator finished but wrote no results (ConfigMap {config_map} with key {resource.RESULTS_KEY} is missing)",
+            }
+        try:
+            document = json.loads(data[resource.RESULTS_KEY])
+            extra = json.loads(data.get(resource.RESULTS_META_KEY) or "{}")
+            result, dropped = fit(document, STATUS_RESULT_BUDGET)
+        except (ValueError, ResultsTooLarge) as error:
+            return {
+                "phase": Phase.FAILED,
+                "message": "evaluation failed",
+                "error": f"the results in ConfigMap {config_map} are unusable: {error}",
+            }
+        update: dict[str, Any] = {"phase": Phase.COMPLETED, "message": "evaluation completed", "result": result}
+        all_dropped = [*extra.get("dropped", []), *dropped]
+        if all_dropped:
+            update["resultDropped"] = all_dropped
+        if extra.get("artifacts"):
+            update["artifacts"] = extra["artifacts"]
+        return update
+
+    async def _write(self, evaljob: dict[str, Any], update: dict[str, Any]) -> bool:
+        """Merge-patch only what changed; True when this moved the EvalJob into a finished phase."""
+        current = evaljob.get("status") or {}
+        changes = {key: value for key, value in update.items() if value is not None and current.get(key) != value}
+        if not changes:
+            return False
+        if changes.get("phase") and changes["phase"] not in (Phase.FAILED,) and "error" in current:
+            changes["error"] = None  # merge patch: null removes a stale error
+        meta = evaljob["metadata"]
+        patched = await self.cluster.patch_evaljob_status(meta["namespace"], meta["name"], changes)
+        if patched is not None:
+            evaljob["status"] = patched.get("status") or {}
+            self._written[(meta["namespace"], meta["name"])] = (evaljob["status"].get("phase"), bool(evaljob["status"].get("jobName")))
+            log.info("EvalJob %s/%s: %s", meta["namespace"], meta["name"], {k: v for k, v in changes.items() if k != "result"})
+        return patched is not None and changes.get("phase") in Phase.FINISHED
+
+    async def _after_finish(self, namespace: str, views: Views) -> None:
+        """A slot came free and one more EvalJob is finished: admit the next, prune the oldest."""
+        siblings = views.evaljobs(namespace)
+        if self.settings.max_running:
+            waiting = [ej for ej in siblings if not self._state(ej)[1] and self._state(ej)[0] not in Phase.FINISHED]
+            for evaljob in sorted(waiting, key=queue_key)[: self.settings.max_running]:
+                await self.reconcile(namespace, evaljob["metadata"]["name"], views)
+        await self.enforce_retention(namespace, siblings)
+
+    async def enforce_retention(self, namespace: str, siblings: Iterable[dict[str, Any]]) -> None:
+        """Keep at most max_completed_jobs finished EvalJobs in the namespace, deleting the oldest."""
+        finished = [ej for ej in siblings if self._state(ej)[0] in Phase.FINISHED]
+        excess = len(finished) - self.settings.max_completed_jobs
+        if excess <= 0:
+            return
+        finished.sort(key=lambda ej: (ej.get("status") or {}).get("completedAt") or ej["metadata"].get("creationTimestamp", ""))
+        for evaljob in finished[:excess]:
+            log.info("retention: deleting finished EvalJob %s/%s", namespace, evaljob["metadata"]["name"])
+            await self.cluster.delete_evaljob(namespace, evaljob["metadata"]["name"])

@@ -1,0 +1,55 @@
+"""Operator settings, read from EVALKUBE_* environment variables (the Helm chart sets them).
+
+Everything that shapes the evaluator pods lives here, so a cluster admin configures GPUs, images,
+volumes and limits in one place, and each EvalJob only says what it evaluates.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing_extensions import Annotated
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class OperatorSettings(BaseSettings):
+    """How the operator builds evaluator Jobs and which EvalJobs it serves."""
+
+    model_config = SettingsConfigDict(env_prefix="EVALKUBE_", extra="ignore")
+
+    #: Namespaces to watch; empty = the whole cluster.
+    namespaces: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    evaluator_image: str = "ghcr.io/evalkube/evaluator:0.1.0"
+    image_pull_policy: str = "IfNotPresent"
+    image_pull_secrets: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    #: Extended resource that numGpus requests (e.g. amd.com/gpu).
+    gpu_resource_name: str = "nvidia.com/gpu"
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    #: Finished EvalJobs kept per namespace; older ones are deleted with their children.
+    max_completed_jobs: int = Field(default=200, ge=0)
+    #: PersistentVolumeClaim mounted at /artifacts for per-sample logs.
+    artifacts_pvc: str | None = None
+    #: PersistentVolumeClaim mounted at /cache (HF_HOME) so models are downloaded once.
+    model_cache_pvc: str | None = None
+    #: Whether EvalJobs may opt in to hub downloads; offline otherwise.
+    allow_online: bool = False
+    evaluator_service_account: str | None = None
+    #: With a Kueue LocalQueue name, Jobs are created suspended and Kueue admits them.
+    kueue_queue_name: str | None = None
+    shm_size: str = "8Gi"
+    default_resources: dict[str, dict[str, int | str]] = Field(default_factory=dict)
+    #: At most this many EvalJobs with a Job at once per namespace (0 = no limit): the rest wait in order.
+    max_running: int = Field(default=0, ge=0)
+
+    @field_validator("namespaces", "image_pull_secrets", mode="before")
+    @classmethod
+    def _csv(cls, value: Any) -> Any:
+        return _split_csv(value)
