@@ -19,12 +19,18 @@ def load_config(kubeconfig: str | None = None) -> None:
         kubernetes.config.load_kube_config(config_file=kubeconfig)
 
 
-def api_client(kubeconfig: str | None = None) -> kubernetes.client.ApiClient:
-    """A fresh ApiClient (own connection pool) configured as `load_config` would."""
+def api_client(kubeconfig: str | None = None, *, pool_size: int | None = None) -> kubernetes.client.ApiClient:
+    """A fresh ApiClient (own connection pool) configured as `load_config` would.
+
+    `pool_size`: connections kept for reuse (the client's default is 5 per CPU); a caller with
+    more threads than that would otherwise open, and discard with a warning, a connection each.
+    """
     if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
         configuration = kubernetes.client.Configuration()
         kubernetes.config.load_incluster_config(client_configuration=configuration)
     else:
         configuration = kubernetes.client.Configuration()
         kubernetes.config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    if pool_size is not None:
+        configuration.connection_pool_maxsize = pool_size
     return kubernetes.client.ApiClient(configuration)

@@ -1,0 +1,47 @@
+"""The FastAPI application: lmms-eval's REST contract, backed by EvalJobs.
+
+`create_app` builds the app without touching Kubernetes; its lifespan connects, starts the watch
+caches and waits (bounded) for the first LIST, so a replica that has just started answers from
+a complete cache rather than an empty one. It still starts when the apiserver is down: /health
+then says so with a 503 and the probes keep it out of service until the cache catches up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+from fastapi import FastAPI
+
+from evalkube import __version__
+from evalkube.api import errors
+from evalkube.api.routers import catalog, health, jobs, merge, queue
+from evalkube.api.settings import ApiSettings
+from evalkube.api.state import ApiState
+
+
+def create_app(settings: ApiSettings | None = None) -> FastAPI:
+    """The app for `settings` (default: read from the environment, see ApiSettings)."""
+    settings = settings or ApiSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = await anyio.to_thread.run_sync(ApiState.open, settings)
+        app.state.api = state
+        try:
+            await anyio.to_thread.run_sync(state.wait_synced, settings.startup_sync_seconds)
+            yield
+        finally:
+            await anyio.to_thread.run_sync(state.close)
+
+    app = FastAPI(
+        title="evalkube API",
+        description="lmms-eval evaluations as Kubernetes EvalJobs, behind lmms-eval's evaluation-server REST API.",
+        version=__version__,
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    for module in (health, jobs, queue, catalog, merge):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,51 @@
+"""FastAPI dependencies: the pieces of ApiState a route needs, checked for use.
+
+Routes declare what they use (`evaljobs: EvalJobsDep`), so a route's signature says which
+Kubernetes state it touches, and the "cache not loaded yet" answer lives in one place. They are
+`async def` because they never block: FastAPI would run a plain `def` in its thread pool.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+
+from evalkube.api.catalog import CatalogSource
+from evalkube.api.evaljobs import EvalJobs
+from evalkube.api.name_checks import NameChecks
+from evalkube.api.state import ApiState
+
+
+async def api_state(request: Request) -> ApiState:
+    return request.app.state.api
+
+
+StateDep = Annotated[ApiState, Depends(api_state)]
+
+
+async def evaljobs(state: StateDep) -> EvalJobs:
+    """The EvalJobs, once the cache holds a first LIST (before that, answers would be guesses)."""
+    if not state.jobs_cache.synced:
+        raise HTTPException(
+            status_code=503,
+            detail=f"EvalJobs have not been loaded from Kubernetes yet ({state.jobs_cache.error or 'loading'})",
+        )
+    return state.evaljobs
+
+
+EvalJobsDep = Annotated[EvalJobs, Depends(evaljobs)]
+
+
+async def catalog(state: StateDep) -> CatalogSource:
+    return state.catalog
+
+
+CatalogDep = Annotated[CatalogSource, Depends(catalog)]
+
+
+async def name_checks(state: StateDep) -> NameChecks:
+    return state.name_checks
+
+
+NameChecksDep = Annotated[NameChecks, Depends(name_checks)]

@@ -1,0 +1,1 @@
+"""evalkube: api/routers."""

@@ -1,0 +1,73 @@
+"""POST /evaluate, GET /jobs/{job_id}, DELETE /jobs/{job_id}: one EvalJob per evaluation.
+
+job_id is the EvalJob's name, so `kubectl get ej <job_id>` shows the same job. Routes that call
+the Kubernetes API are plain `def`: FastAPI runs them in its thread pool, as the client blocks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, HTTPException
+
+from evalkube import mapping, resource
+from evalkube.api.deps import EvalJobsDep, NameChecksDep
+from evalkube.api.evaljobs import EvalJobs
+from evalkube.ordering import position_in_queue
+from evalkube.protocol import EvaluateRequest, JobInfo, JobStatus, JobSubmitResponse
+
+router = APIRouter(tags=["jobs"])
+
+_NOT_FOUND = {404: {"description": "No such job"}}
+_FINISHED = frozenset(mapping.PHASE_TO_STATUS[phase] for phase in resource.Phase.FINISHED)
+
+
+def _found(evaljobs: EvalJobs, job_id: str) -> dict[str, Any]:
+    evaljob = evaljobs.get(job_id)
+    if evaljob is None:
+        raise HTTPException(status_code=404, detail=f"Job {job_id} not found")
+    return evaljob
+
+
+@router.post("/evaluate", response_model=JobSubmitResponse)
+def submit(body: EvaluateRequest, evaljobs: EvalJobsDep, name_checks: NameChecksDep) -> JobSubmitResponse:
+    """Create the EvalJob; the operator runs it when its turn (priority, then age) and resources come."""
+    name_checks.check(body)
+    evaljob = evaljobs.create(body)
+    position = position_in_queue(evaljob, evaljobs.all())
+    return JobSubmitResponse(
+        job_id=evaljob["metadata"]["name"],
+        status=JobStatus.QUEUED,
+        position_in_queue=position,
+        message=f"Job queued successfully. Position in queue: {position}",
+    )
+
+
+@router.get("/jobs/{job_id}", response_model=JobInfo, responses=_NOT_FOUND)
+def get_job(job_id: str, evaljobs: EvalJobsDep) -> JobInfo:
+    """Status, times, and once completed the metrics themselves (`result`)."""
+    evaljob = _found(evaljobs, job_id)
+    if mapping.job_status(evaljob) is JobStatus.QUEUED:
+        return mapping.job_info(evaljob, position_in_queue(evaljob, evaljobs.all()))
+    return mapping.job_info(evaljob)
+
+
+@router.delete(
+    "/jobs/{job_id}",
+    responses={**_NOT_FOUND, 400: {"description": "The job already finished"}},
+)
+def cancel_job(job_id: str, evaljobs: EvalJobsDep) -> dict[str, str]:
+    """Cancel a queued or running job (lmms-eval can cancel only queued ones).
+
+    The API only records the request (spec.cancelRequested); the operator deletes the Job and
+    its pods and marks the EvalJob cancelled. Asking again while that is pending is harmless.
+    """
+    evaljob = _found(evaljobs, job_id)
+    status = mapping.job_status(evaljob)
+    if status in _FINISHED:
+        raise HTTPException(status_code=400, detail=f"Job {job_id} already {status.value}; nothing to cancel")
+    if (evaljob.get("spec") or {}).get("cancelRequested"):
+        return {"message": f"Job {job_id} is already being cancelled"}
+    if not evaljobs.request_cancel(job_id):
+        raise HTTPException(status_code=404, detail=f"Job {job_id} not found")
+    return {"message": f"Job {job_id} is being cancelled ({status.value} until now)"}

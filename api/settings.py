@@ -1,0 +1,43 @@
+"""The API's configuration, read from the environment (the Helm chart sets these variables).
+
+The variable names are a contract with the chart: EVALKUBE_API_HOST, EVALKUBE_API_PORT,
+EVALKUBE_API_NAMESPACE, EVALKUBE_API_KUBECONFIG and EVALKUBE_CATALOG_CONFIGMAP (shared with the
+component that writes the catalog, hence no API_ in it).
+"""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ApiSettings(BaseSettings):
+    """Where the API listens, which namespace its EvalJobs live in, and how it talks to Kubernetes."""
+
+    model_config = SettingsConfigDict(env_prefix="EVALKUBE_API_", populate_by_name=True)
+
+    host: str = Field(default="0.0.0.0", description="Address to listen on")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port to listen on")
+    namespace: str = Field(default="default", min_length=1, description="Namespace of the EvalJobs")
+    kubeconfig: str | None = Field(
+        default=None, description="kubeconfig path; unset: in-cluster service account, else KUBECONFIG"
+    )
+    catalog_configmap: str = Field(
+        default="evalkube-catalog",
+        validation_alias=AliasChoices("EVALKUBE_CATALOG_CONFIGMAP", "catalog_configmap"),
+        description="ConfigMap (in `namespace`) holding catalog.json: the tasks and models the evaluator image runs",
+    )
+    kube_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="Timeout of each Kubernetes API call made while answering a request"
+    )
+    health_timeout_seconds: float = Field(
+        default=2.0, gt=0, description="Timeout of /health's reachability check of the Kubernetes API"
+    )
+    watch_timeout_seconds: int = Field(
+        default=300, ge=1, description="Server-side lifetime of one watch request; the cache then resumes it"
+    )
+    startup_sync_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="How long start-up waits for the first LIST of EvalJobs and the catalog before serving anyway",
+    )

@@ -1,0 +1,330 @@
+"""Python clients for the evalkube API, with lmms-eval's EvalClient and AsyncEvalClient methods.
+
+A training loop written against `lmms_eval.entrypoints.EvalClient` switches by changing its import.
+Beyond lmms-eval's clients:
+
+- `evaluate()` takes evalkube's optional request fields as keyword-only arguments after lmms-eval's.
+- An error answer raises `EvalServerError`, an `httpx.HTTPStatusError` (so lmms-eval-style
+  `except httpx.HTTPStatusError` still works) whose message carries the server's `detail`: which
+  field was wrong and why, not only "422 Unprocessable Entity".
+- `wait_for_job()` also ends on a cancelled job (`JobCancelledError`; lmms-eval's polls forever),
+  and a failed one raises `JobFailedError`, a RuntimeError saying "Job failed: <error>" as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from types import TracebackType
+from typing import Any, Literal
+
+import httpx
+
+__all__ = ["AsyncEvalClient", "EvalClient", "EvalServerError", "JobCancelledError", "JobFailedError"]
+
+
+class EvalServerError(httpx.HTTPStatusError):
+    """The server answered with an error status; `detail` is its explanation as sent."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        try:
+            detail: Any = response.json()["detail"]
+        except (ValueError, KeyError, TypeError):
+            detail = response.text
+        request = response.request
+        super().__init__(
+            f"{response.status_code} {response.reason_phrase} for {request.method} {request.url}: {_describe(detail)}",
+            request=request,
+            response=response,
+        )
+        self.detail = detail
+
+
+class JobFailedError(RuntimeError):
+    """wait_for_job(): the job failed; `job` is its JobInfo, `job["error"]` says why."""
+
+    def __init__(self, job: dict[str, Any]) -> None:
+        super().__init__(f"Job failed: {job.get('error') or 'Unknown error'}")
+        self.job = job
+
+
+class JobCancelledError(RuntimeError):
+    """wait_for_job(): the job was cancelled before it finished; `job` is its JobInfo."""
+
+    def __init__(self, job: dict[str, Any]) -> None:
+        super().__init__(f"Job {job.get('job_id')} was cancelled")
+        self.job = job
+
+
+def _describe(detail: Any) -> str:
+    """FastAPI's 422 detail (a list of {loc, msg}) as 'field: reason; ...'; anything else as text."""
+    if isinstance(detail, list) and all(isinstance(item, dict) and "msg" in item for item in detail):
+        parts = []
+        for item in detail:
+            where = ".".join(str(part) for part in item.get("loc", ()) if part != "body")
+            parts.append(f"{where}: {item['msg']}" if where else str(item["msg"]))
+        return "; ".join(parts)
+    return str(detail)
+
+
+def _json(response: httpx.Response) -> Any:
+    if response.is_error:
+        raise EvalServerError(response)
+    return response.json()
+
+
+def _evaluate_body(fields: dict[str, Any], custom_tasks: str | None) -> dict[str, Any]:
+    body = {name: value for name, value in fields.items() if value is not None}
+    if custom_tasks is not None:
+        body["custom_tasks"] = {"config_map": custom_tasks}
+    return body
+
+
+def _finished(job: dict[str, Any], verbose: bool) -> bool:
+    """True once the job completed; raises if it failed or was cancelled."""
+    status = job.get("status")
+    if verbose:
+        if status == "queued":
+            print(f"Job {job.get('job_id')} queued (position: {job.get('position_in_queue', '?')})")
+        elif status in ("running", "completed"):
+            print(f"Job {job.get('job_id')} {status}")
+    if status == "failed":
+        raise JobFailedError(job)
+    if status == "cancelled":
+        raise JobCancelledError(job)
+    return status == "completed"
+
+
+class EvalClient:
+    """Client of the evalkube API (and of lmms-eval's own server: the methods are the same)."""
+
+    def __init__(self, base_url: str = "http://localhost:8000", timeout: float | None = None) -> None:
+        """`timeout`: seconds per HTTP request; None waits for ever (lmms-eval's default)."""
+        self.base_url = base_url.rstrip("/")
+        self.client = httpx.Client(timeout=timeout)
+
+    def __enter__(self) -> EvalClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc_val: BaseException | None, exc_tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the HTTP connections."""
+        self.client.close()
+
+    def _request(self, method: str, endpoint: str, **kwargs: Any) -> Any:
+        return _json(self.client.request(method, f"{self.base_url}{endpoint}", **kwargs))
+
+    def health(self) -> dict[str, Any]:
+        """GET /health; an unhealthy server raises EvalServerError (503) saying why."""
+        return self._request("GET", "/health")
+
+    def is_healthy(self) -> bool:
+        """True if the server answers and says it is healthy."""
+        try:
+            return self.health().get("status") == "healthy"
+        except Exception:
+            return False
+
+    def list_tasks(self) -> list[str]:
+        """Every task the evaluator image can run."""
+        return self._request("GET", "/tasks").get("tasks", [])
+
+    def list_models(self) -> list[str]:
+        """Every model backend the evaluator image can run."""
+        return self._request("GET", "/models").get("models", [])
+
+    def evaluate(
+        self,
+        model: str,
+        tasks: list[str],
+        model_args: dict[str, Any] | None = None,
+        num_fewshot: int | None = None,
+        batch_size: int | str | None = None,
+        device: str | None = None,
+        limit: int | float | None = None,
+        gen_kwargs: str | None = None,
+        log_samples: bool = True,
+        predict_only: bool = False,
+        num_gpus: int = 1,
+        output_dir: str | None = None,
+        *,
+        priority: int | None = None,
+        timeout_seconds: int | None = None,
+        image: str | None = None,
+        resources: dict[str, dict[str, int | str]] | None = None,
+        node_selector: dict[str, str] | None = None,
+        tolerations: list[dict[str, Any]] | None = None,
+        custom_tasks: str | None = None,
+        allow_online: bool | None = None,
+    ) -> dict[str, Any]:
+        """Submit an evaluation; returns job_id, status, position_in_queue and message at once.
+
+        The keyword-only arguments are evalkube's: `priority` (higher runs first),
+        `timeout_seconds`, `image`, `resources`, `node_selector`, `tolerations` for the evaluator
+        pod, `custom_tasks` (name of a ConfigMap holding task YAML) and `allow_online`.
+        """
+        fields = dict(
+            model=model, tasks=tasks, model_args=model_args, num_fewshot=num_fewshot, batch_size=batch_size,
+            device=device, limit=limit, gen_kwargs=gen_kwargs, log_samples=log_samples, predict_only=predict_only,
+            num_gpus=num_gpus, output_dir=output_dir, priority=priority, timeout_seconds=timeout_seconds,
+            image=image, resources=resources, node_selector=node_selector, tolerations=tolerations,
+            allow_online=allow_online,
+        )  # fmt: skip
+        return self._request("POST", "/evaluate", json=_evaluate_body(fields, custom_tasks))
+
+    def get_job(self, job_id: str) -> dict[str, Any]:
+        """The job's JobInfo: status, times, and once completed the metrics (`result`)."""
+        return self._request("GET", f"/jobs/{job_id}")
+
+    def cancel_job(self, job_id: str) -> dict[str, Any]:
+        """Cancel a queued or running job; a finished one raises EvalServerError (400)."""
+        return self._request("DELETE", f"/jobs/{job_id}")
+
+    def wait_for_job(
+        self, job_id: str, poll_interval: float = 5.0, timeout: float | None = None, verbose: bool = True
+    ) -> dict[str, Any]:
+        """Poll until the job completes and return its JobInfo.
+
+        Raises JobFailedError, JobCancelledError, or TimeoutError after `timeout` seconds.
+        """
+        start = time.monotonic()
+        while True:
+            job = self.get_job(job_id)
+            if _finished(job, verbose):
+                return job
+            if timeout and time.monotonic() - start > timeout:
+                raise TimeoutError(f"Timeout waiting for job {job_id}")
+            time.sleep(poll_interval)
+
+    def get_queue_status(self) -> dict[str, Any]:
+        """queue_size, queued_jobs (in run order), running_job(s), and finished counts."""
+        return self._request("GET", "/queue")
+
+    def merge_checkpoint(
+        self,
+        checkpoint_path: str,
+        output_path: str | None = None,
+        checkpoint_type: Literal["regular", "ema"] = "regular",
+    ) -> dict[str, Any]:
+        """POST /merge (not implemented by evalkube yet: raises EvalServerError, 501)."""
+        body = {"checkpoint_path": checkpoint_path, "output_path": output_path, "checkpoint_type": checkpoint_type}
+        return self._request("POST", "/merge", json=body)
+
+
+class AsyncEvalClient:
+    """The asyncio twin of EvalClient: the same methods, awaited."""
+
+    def __init__(self, base_url: str = "http://localhost:8000", timeout: float | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.client = httpx.AsyncClient(timeout=timeout)
+
+    async def __aenter__(self) -> AsyncEvalClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc_val: BaseException | None, exc_tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections (httpx's name)."""
+        await self.client.aclose()
+
+    async def close(self) -> None:
+        """Close the HTTP connections (lmms-eval's name)."""
+        await self.aclose()
+
+    async def _request(self, method: str, endpoint: str, **kwargs: Any) -> Any:
+        return _json(await self.client.request(method, f"{self.base_url}{endpoint}", **kwargs))
+
+    async def health(self) -> dict[str, Any]:
+        """See EvalClient.health."""
+        return await self._request("GET", "/health")
+
+    async def is_healthy(self) -> bool:
+        """See EvalClient.is_healthy."""
+        try:
+            return (await self.health()).get("status") == "healthy"
+        except Exception:
+            return False
+
+    async def list_tasks(self) -> list[str]:
+        """See EvalClient.list_tasks."""
+        return (await self._request("GET", "/tasks")).get("tasks", [])
+
+    async def list_models(self) -> list[str]:
+        """See EvalClient.list_models."""
+        return (await self._request("GET", "/models")).get("models", [])
+
+    async def evaluate(
+        self,
+        model: str,
+        tasks: list[str],
+        model_args: dict[str, Any] | None = None,
+        num_fewshot: int | None = None,
+        batch_size: int | str | None = None,
+        device: str | None = None,
+        limit: int | float | None = None,
+        gen_kwargs: str | None = None,
+        log_samples: bool = True,
+        predict_only: bool = False,
+        num_gpus: int = 1,
+        output_dir: str | None = None,
+        *,
+        priority: int | None = None,
+        timeout_seconds: int | None = None,
+        image: str | None = None,
+        resources: dict[str, dict[str, int | str]] | None = None,
+        node_selector: dict[str, str] | None = None,
+        tolerations: list[dict[str, Any]] | None = None,
+        custom_tasks: str | None = None,
+        allow_online: bool | None = None,
+    ) -> dict[str, Any]:
+        """See EvalClient.evaluate."""
+        fields = dict(
+            model=model, tasks=tasks, model_args=model_args, num_fewshot=num_fewshot, batch_size=batch_size,
+            device=device, limit=limit, gen_kwargs=gen_kwargs, log_samples=log_samples, predict_only=predict_only,
+            num_gpus=num_gpus, output_dir=output_dir, priority=priority, timeout_seconds=timeout_seconds,
+            image=image, resources=resources, node_selector=node_selector, tolerations=tolerations,
+            allow_online=allow_online,
+        )  # fmt: skip
+        return await self._request("POST", "/evaluate", json=_evaluate_body(fields, custom_tasks))
+
+    async def get_job(self, job_id: str) -> dict[str, Any]:
+        """See EvalClient.get_job."""
+        return await self._request("GET", f"/jobs/{job_id}")
+
+    async def cancel_job(self, job_id: str) -> dict[str, Any]:
+        """See EvalClient.cancel_job."""
+        return await self._request("DELETE", f"/jobs/{job_id}")
+
+    async def wait_for_job(
+        self, job_id: str, poll_interval: float = 5.0, timeout: float | None = None, verbose: bool = True
+    ) -> dict[str, Any]:
+        """See EvalClient.wait_for_job."""
+        start = time.monotonic()
+        while True:
+            job = await self.get_job(job_id)
+            if _finished(job, verbose):
+                return job
+            if timeout and time.monotonic() - start > timeout:
+                raise TimeoutError(f"Timeout waiting for job {job_id}")
+            await asyncio.sleep(poll_interval)
+
+    async def get_queue_status(self) -> dict[str, Any]:
+        """See EvalClient.get_queue_status."""
+        return await self._request("GET", "/queue")
+
+    async def merge_checkpoint(
+        self,
+        checkpoint_path: str,
+        output_path: str | None = None,
+        checkpoint_type: Literal["regular", "ema"] = "regular",
+    ) -> dict[str, Any]:
+        """See EvalClient.merge_checkpoint."""
+        body = {"checkpoint_path": checkpoint_path, "output_path": output_path, "checkpoint_type": checkpoint_type}
+        return await self._request("POST", "/merge", json=body)

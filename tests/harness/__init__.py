@@ -1,0 +1,1 @@
+"""Test harness: the pieces of a cluster the tests play (pytest plugins and helpers)."""
