@@ -7,6 +7,7 @@ client is synchronous, so each call runs in a worker thread instead of blocking 
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import kubernetes
@@ -57,10 +58,24 @@ class Cluster:
         """Delete the Job and, in the background, its pods (SIGTERM reaches the runner)."""
         await _or_none(self.batch.delete_namespaced_job, name, namespace, propagation_policy="Background")
 
+    async def evaljob_pods(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        """The EvalJob's pods, read now (as plain API dicts, like the watches deliver them)."""
+        selector = f"{resource.LABEL_EVALJOB}={name}"
+        response = await asyncio.to_thread(self.core.list_namespaced_pod, namespace, label_selector=selector, _preload_content=False)
+        return list(json.loads(response.data)["items"])
+
     async def config_map_data(self, namespace: str, name: str) -> dict[str, str] | None:
         """A ConfigMap's data, or None when it does not exist."""
         found = await _or_none(self.core.read_namespaced_config_map, name, namespace)
         return None if found is None else dict(found.data or {})
+
+
+def api_reason(error: ApiException) -> str:
+    """The apiserver's own message (its Status object), else the HTTP reason."""
+    try:
+        return str(json.loads(error.body)["message"])
+    except (TypeError, ValueError, KeyError):
+        return f"{error.status} {error.reason}"
 
 
 async def _or_none(call: Any, *args: Any, **kwargs: Any) -> Any:

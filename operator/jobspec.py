@@ -156,4 +156,5 @@ def _resources(spec: dict[str, Any], settings: OperatorSettings) -> dict[str, An
         merged.get(kind, {}).pop(settings.gpu_resource_name, None)
     if gpus > 0:
         merged.setdefault("limits", {})[settings.gpu_resource_name] = gpus
-    return {kind: values for kind, values in merged.items() if values}
+    # Quantities are strings on the wire ("8", "64Gi"); YAML users write `cpu: 8`.
+    return {kind: {name: str(value) for name, value in values.items()} for kind, values in merged.items() if values}

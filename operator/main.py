@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.verbose:  # one line per handled event, and per probe, drowns what evalkube says
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     namespaces = [] if args.all_namespaces else (args.namespace or OperatorSettings().namespaces)
     kopf.run(
         standalone=args.peering is None,

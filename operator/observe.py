@@ -36,6 +36,8 @@ class Observation:
     finished_at: str | None = None
     #: True when the Job succeeded: the results ConfigMap decides Completed vs Failed.
     succeeded: bool = False
+    #: Failed while the pod still holds its node (e.g. stuck pulling an image): delete the Job.
+    stuck: bool = False
 
 
 def observe(job: dict[str, Any], pods: list[dict[str, Any]]) -> Observation:
@@ -80,6 +82,7 @@ def observe(job: dict[str, Any], pods: list[dict[str, Any]]) -> Observation:
             Phase.FAILED,
             "evaluation failed",
             error=f"{FATAL_WAITING[waiting['reason']]} {image!r} ({waiting['reason']}): {detail}",
+            stuck=True,
         )
 
     if container and container.get("state", {}).get("running"):
@@ -90,6 +93,17 @@ def observe(job: dict[str, Any], pods: list[dict[str, Any]]) -> Observation:
         return Observation(Phase.RUNNING, "evaluation finished; waiting for the Job to complete", started_at=started_at)
 
     return Observation(Phase.QUEUED, _pending_message(pod, waiting))
+
+
+def lacks_exit_details(job: dict[str, Any], pods: list[dict[str, Any]]) -> bool:
+    """The Job failed but the pod's termination is not in view yet (watches race each other).
+
+    The exit code and the runner's message live on the pod; deciding from the Job alone would
+    record a vague reason forever, since a finished EvalJob is never revisited.
+    """
+    failed = _condition(job, "Failed") or _condition(job, "FailureTarget")
+    container = _container_status(_newest(pods))
+    return bool(failed) and not (container or {}).get("state", {}).get("terminated")
 
 
 def _pending_message(pod: dict[str, Any], waiting: dict[str, Any]) -> str:

@@ -16,13 +16,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from kubernetes.client.exceptions import ApiException
+
 from evalkube import resource
 from evalkube.mapping import now_rfc3339
-from evalkube.ordering import run_order_key
-from evalkube.operator.cluster import Cluster
+from evalkube.operator.cluster import Cluster, api_reason
 from evalkube.operator.jobspec import build_job
-from evalkube.operator.observe import Observation, observe
+from evalkube.operator.observe import Observation, lacks_exit_details, observe
 from evalkube.operator.settings import OperatorSettings
+from evalkube.ordering import run_order_key
 from evalkube.resource import Phase
 from evalkube.results import ResultsTooLarge, fit
 
@@ -53,9 +55,32 @@ class Reconciler:
     _namespace_locks: defaultdict[str, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
     #: This process's own latest writes (phase, holds a Job), which the watches may not show yet.
     _written: dict[tuple[str, str], tuple[str, bool]] = field(default_factory=dict)
+    _backoff: dict[tuple[str, str], float] = field(default_factory=dict)
+    _retries: dict[tuple[str, str], asyncio.TimerHandle] = field(default_factory=dict)
 
     async def reconcile(self, namespace: str, name: str, views: Views, job_deleted: bool = False) -> None:
-        """Bring one EvalJob up to date. `job_deleted`: the Job's last event was its deletion."""
+        """Bring one EvalJob up to date; on an unexpected error, try again later.
+
+        kopf never retries event handlers, and an EvalJob must not stall because the apiserver
+        hiccuped once: a failed attempt schedules one retry with exponential backoff.
+        """
+        try:
+            await self._reconcile_locked(namespace, name, views, job_deleted)
+        except Exception:  # noqa: BLE001 - logged, retried
+            delay = self._backoff[(namespace, name)] = min(2 * self._backoff.get((namespace, name), 0.5), 60.0)
+            log.exception("reconciling EvalJob %s/%s failed; retrying in %.0fs", namespace, name, delay)
+            if (namespace, name) not in self._retries:
+                self._retries[(namespace, name)] = asyncio.get_running_loop().call_later(
+                    delay, lambda: asyncio.ensure_future(self._retry(namespace, name, views, job_deleted))
+                )
+        else:
+            self._backoff.pop((namespace, name), None)
+
+    async def _retry(self, namespace: str, name: str, views: Views, job_deleted: bool) -> None:
+        self._retries.pop((namespace, name), None)
+        await self.reconcile(namespace, name, views, job_deleted)
+
+    async def _reconcile_locked(self, namespace: str, name: str, views: Views, job_deleted: bool) -> None:
         async with self._locks[(namespace, name)]:
             evaljob = await self.cluster.get_evaljob(namespace, name)
             if evaljob is None:
@@ -69,6 +94,9 @@ class Reconciler:
         """The EvalJob is gone: drop what this process remembered of it."""
         self._locks.pop((namespace, name), None)
         self._written.pop((namespace, name), None)
+        self._backoff.pop((namespace, name), None)
+        if retry := self._retries.pop((namespace, name), None):
+            retry.cancel()
 
     async def _reconcile(self, evaljob: dict[str, Any], views: Views, job_deleted: bool) -> bool:
         """Returns True when this call moved the EvalJob into a finished phase."""
@@ -99,7 +127,10 @@ class Reconciler:
                 return await self._admit(evaljob, views)
             return False  # created; its first event is on the way
 
-        return await self._mirror(evaljob, observe(job, views.pods(namespace, name)))
+        pods = views.pods(namespace, name)
+        if lacks_exit_details(job, pods):
+            pods = await self.cluster.evaljob_pods(namespace, name)
+        return await self._mirror(evaljob, observe(job, pods))
 
     async def _admit(self, evaljob: dict[str, Any], views: Views) -> bool:
         """Create the Job, unless the EvalJob can't run (bad reference) or must wait its turn."""
@@ -126,8 +157,19 @@ class Reconciler:
                     "createdAt": created,
                     "message": f"waiting for a free slot: {running} of max {limit} EvalJobs running, {waiting_ahead} ahead in the queue",
                 })
-            if await self.cluster.create_job(build_job(evaljob, self.settings)):
-                log.info("created Job %s/%s", namespace, name)
+            try:
+                if await self.cluster.create_job(build_job(evaljob, self.settings)):
+                    log.info("created Job %s/%s", namespace, name)
+            except ApiException as error:
+                if error.status not in (400, 403, 422):
+                    raise  # transient: retried
+                return await self._write(evaljob, {
+                    "phase": Phase.FAILED,
+                    "message": "evaluation failed",
+                    "error": f"the Job could not be created: {api_reason(error)}",
+                    "createdAt": created,
+                    "completedAt": now_rfc3339(),
+                })
             return await self._write(evaljob, {
                 "phase": Phase.QUEUED,
                 "createdAt": created,
@@ -172,8 +214,8 @@ class Reconciler:
             update.update(await self._collect_results(namespace, name))
         if update["phase"] in Phase.FINISHED:
             update["completedAt"] = seen.finished_at or now_rfc3339()
-            if update["phase"] == Phase.FAILED:
-                await self.cluster.delete_job(namespace, name)  # e.g. a pod stuck pulling an image
+        if seen.stuck:  # a finished pod keeps its logs for `kubectl logs`; a stuck one only holds a node
+            await self.cluster.delete_job(namespace, name)
         return await self._write(evaljob, update)
 
     async def _collect_results(self, namespace: str, name: str) -> dict[str, Any]:
@@ -224,7 +266,7 @@ class Reconciler:
         siblings = views.evaljobs(namespace)
         if self.settings.max_running:
             waiting = [ej for ej in siblings if not self._state(ej)[1] and self._state(ej)[0] not in Phase.FINISHED]
-            for evaljob in sorted(waiting, key=queue_key)[: self.settings.max_running]:
+            for evaljob in sorted(waiting, key=run_order_key)[: self.settings.max_running]:
                 await self.reconcile(namespace, evaljob["metadata"]["name"], views)
         await self.enforce_retention(namespace, siblings)
 

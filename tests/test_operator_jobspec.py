@@ -46,9 +46,9 @@ def test_job_and_pod_template_carry_the_evalkube_labels() -> None:
 
 
 def test_gpus_become_limits_of_the_configured_resource() -> None:
-    assert container(build_job(evaljob(numGpus=4), OperatorSettings()))["resources"] == {"limits": {"nvidia.com/gpu": 4}}
+    assert container(build_job(evaljob(numGpus=4), OperatorSettings()))["resources"] == {"limits": {"nvidia.com/gpu": "4"}}
     amd = build_job(evaljob(numGpus=2), OperatorSettings(gpu_resource_name="amd.com/gpu"))
-    assert container(amd)["resources"] == {"limits": {"amd.com/gpu": 2}}
+    assert container(amd)["resources"] == {"limits": {"amd.com/gpu": "2"}}
 
 
 def test_zero_gpus_is_a_cpu_only_pod() -> None:
@@ -57,9 +57,9 @@ def test_zero_gpus_is_a_cpu_only_pod() -> None:
 
 
 def test_resources_merge_admin_defaults_under_the_evaljobs_own() -> None:
-    settings = OperatorSettings(default_resources={"requests": {"cpu": "2", "memory": "8Gi"}})
+    settings = OperatorSettings(default_resources={"requests": {"cpu": 2, "memory": "8Gi"}})
     job = build_job(evaljob(resources={"requests": {"memory": "32Gi"}}), settings)
-    assert container(job)["resources"] == {"requests": {"cpu": "2", "memory": "32Gi"}, "limits": {"nvidia.com/gpu": 1}}
+    assert container(job)["resources"] == {"requests": {"cpu": "2", "memory": "32Gi"}, "limits": {"nvidia.com/gpu": "1"}}
 
 
 def test_runs_the_runner_never_restarts_and_never_retries() -> None:

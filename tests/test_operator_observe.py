@@ -92,6 +92,7 @@ def test_image_pull_errors_fail_instead_of_hanging() -> None:
         seen = observe(job(), [pod({"waiting": {"reason": reason, "message": "manifest unknown"}})])
         assert seen.phase == Phase.FAILED
         assert "'eval:1'" in seen.error and reason in seen.error and "manifest unknown" in seen.error
+        assert seen.stuck
 
 
 def test_job_failed_without_a_pod_status_still_explains() -> None:

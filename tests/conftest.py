@@ -1,0 +1,139 @@
+"""Shared fixtures: the Kubernetes API emulator, fresh namespaces, the real operator, the kubelet.
+
+Every component under test is real (kopf, the `kubernetes` client, FastAPI on uvicorn, the runner,
+lmms-eval); the one stand-in is the API server itself (tests/kubeemu), and the tests play the
+controllers a cluster would run (tests/harness/kubelet.py).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import pytest
+from kubernetes.client.exceptions import ApiException
+
+from evalkube import resource
+from harness.kubelet import FakeKubelet
+from harness.operator_process import OperatorProcess
+from kubeemu import KubeEmulator
+
+pytest_plugins = ["harness.api_server"]
+
+
+# The emulator (`kube_emulator`), the tests' client (`kube_client`) and a fresh `namespace` per
+# test come from the API harness plugin, so the API tests and the operator tests share one.
+
+
+@pytest.fixture(scope="session")
+def kubeconfigs(kube_emulator: KubeEmulator, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """One kubeconfig per component, each with its own token, so recorded calls say who made them."""
+    folder = tmp_path_factory.mktemp("kubeconfigs")
+    return {who: str(kube_emulator.write_kubeconfig(folder / who, token=who)) for who in ("operator", "evaluator")}
+
+
+@pytest.fixture
+def start_operator(kubeconfigs: dict[str, str], namespace: str, tmp_path: Path) -> Iterator[Callable[..., OperatorProcess]]:
+    """Start the real operator on the test's namespace, with EVALKUBE_* settings as keywords."""
+    started: list[OperatorProcess] = []
+
+    def start(**settings: Any) -> OperatorProcess:
+        operator = OperatorProcess(
+            kubeconfigs["operator"], [namespace], tmp_path / f"operator-{len(started)}.log",
+            {key: str(value) for key, value in settings.items()},
+        ).start()
+        started.append(operator)
+        operator.wait_ready()
+        return operator
+
+    yield start
+    for operator in started:
+        operator.stop()
+    problems = [line for operator in started for line in operator.problems()]
+    assert not problems, "the operator logged errors:\n" + "\n".join(problems)
+
+
+@pytest.fixture
+def operator(start_operator: Callable[..., OperatorProcess]) -> OperatorProcess:
+    return start_operator(evaluator_image="evalkube/evaluator:test", max_completed_jobs=200)
+
+
+@pytest.fixture
+def kubelet(kube_client: kubernetes.client.ApiClient, namespace: str, tmp_path: Path) -> Iterator[FakeKubelet]:
+    """Job controller + kubelet, scripted by the test (containers are not really run)."""
+    fake = FakeKubelet(kube_client, namespace, workdir=tmp_path / "kubelet").start()
+    yield fake
+    fake.stop()
+
+
+class Cluster:
+    """The tests' view of the cluster: typed reads and kubectl-like writes."""
+
+    def __init__(self, api_client: kubernetes.client.ApiClient, namespace: str) -> None:
+        self.namespace = namespace
+        self.custom = kubernetes.client.CustomObjectsApi(api_client)
+        self.core = kubernetes.client.CoreV1Api(api_client)
+        self.batch = kubernetes.client.BatchV1Api(api_client)
+
+    def apply(self, spec: dict[str, Any], name: str | None = None) -> str:
+        """`kubectl apply` of an EvalJob; returns its name."""
+        metadata = {"name": name} if name else {"generateName": "eval-"}
+        body = {"apiVersion": resource.API_VERSION, "kind": resource.KIND, "metadata": metadata, "spec": spec}
+        created = self.custom.create_namespaced_custom_object(resource.GROUP, resource.VERSION, self.namespace, resource.PLURAL, body)
+        return created["metadata"]["name"]
+
+    def evaljob(self, name: str) -> dict[str, Any] | None:
+        try:
+            return self.custom.get_namespaced_custom_object(resource.GROUP, resource.VERSION, self.namespace, resource.PLURAL, name)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def status(self, name: str) -> dict[str, Any]:
+        return (self.evaljob(name) or {}).get("status") or {}
+
+    def patch_spec(self, name: str, spec: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object(resource.GROUP, resource.VERSION, self.namespace, resource.PLURAL, name, {"spec": spec})
+
+    def delete(self, name: str) -> None:
+        self.custom.delete_namespaced_custom_object(resource.GROUP, resource.VERSION, self.namespace, resource.PLURAL, name)
+
+    def job(self, name: str) -> Any | None:
+        try:
+            return self.batch.read_namespaced_job(name, self.namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def config_map(self, name: str) -> Any | None:
+        try:
+            return self.core.read_namespaced_config_map(name, self.namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def wait(self, check: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
+        """Poll until `check()` is truthy; the timeout only bounds a failing test."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = check()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            time.sleep(0.05)
+
+    def wait_phase(self, name: str, phase: str, timeout: float = 20.0) -> dict[str, Any]:
+        return self.wait(lambda: self.status(name) if self.status(name).get("phase") == phase else None,
+                         timeout, f"EvalJob {name} to be {phase} (now {self.status(name)})")
+
+
+@pytest.fixture
+def cluster(kube_client: kubernetes.client.ApiClient, namespace: str) -> Cluster:
+    return Cluster(kube_client, namespace)
