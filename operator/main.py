@@ -23,6 +23,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="evalkube.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="evalkube.dev")
     settings.posting.level = logging.WARNING
+    # The namespaces and CRDs to serve are given; scanning them would need cluster-wide list/watch
+    # rights on namespaces and CRDs that least-privilege RBAC does not grant.
+    settings.scanning.disabled = True
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 10
