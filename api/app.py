@@ -16,7 +16,7 @@ from fastapi import FastAPI
 
 from evalkube import __version__
 from evalkube.api import errors
-from evalkube.api.routers import catalog, health, jobs, merge, queue
+from evalkube.api.routers import catalog, health, jobs, merge, metrics, queue
 from evalkube.api.settings import ApiSettings
 from evalkube.api.state import ApiState
 
@@ -42,6 +42,6 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
-    for module in (health, jobs, queue, catalog, merge):
+    for module in (health, jobs, queue, catalog, merge, metrics):
         app.include_router(module.router)
     return app
