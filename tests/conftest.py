@@ -7,7 +7,6 @@ controllers a cluster would run (tests/harness/kubelet.py).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,9 +16,13 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from evalkube import resource
-from harness.kubelet import FakeKubelet
-from harness.operator_process import OperatorProcess
-from kubeemu import KubeEmulator
+
+pytest.register_assert_rewrite("harness")
+
+from harness.api_server import wait_until  # noqa: E402
+from harness.kubelet import FakeKubelet  # noqa: E402
+from harness.operator_process import OperatorProcess  # noqa: E402
+from kubeemu import KubeEmulator  # noqa: E402
 
 pytest_plugins = ["harness.api_server"]
 
@@ -118,16 +121,10 @@ class Cluster:
                 return None
             raise
 
-    def wait(self, check: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
+    @staticmethod
+    def wait(check: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
         """Poll until `check()` is truthy; the timeout only bounds a failing test."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = check()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-            time.sleep(0.05)
+        return wait_until(check, what, timeout)
 
     def wait_phase(self, name: str, phase: str, timeout: float = 20.0) -> dict[str, Any]:
         return self.wait(lambda: self.status(name) if self.status(name).get("phase") == phase else None,
