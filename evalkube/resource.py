@@ -53,13 +53,17 @@ def child_labels(evaljob: str) -> dict[str, str]:
     return {LABEL_MANAGED_BY: MANAGED_BY, LABEL_EVALJOB: evaljob}
 
 
-def owner_reference(name: str, uid: str) -> dict[str, object]:
-    """ownerReference to an EvalJob: deleting the EvalJob garbage-collects the child."""
+def owner_reference(name: str, uid: str, *, block_owner_deletion: bool = True) -> dict[str, object]:
+    """ownerReference to an EvalJob: deleting the EvalJob garbage-collects the child.
+
+    blockOwnerDeletion needs `update` on evaljobs/finalizers where the OwnerReferencesPermission-
+    Enforcement admission plugin runs; evaluator pods are not granted that, so they pass False.
+    """
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
         "name": name,
         "uid": uid,
         "controller": True,
-        "blockOwnerDeletion": True,
+        "blockOwnerDeletion": block_owner_deletion,
     }

@@ -3,7 +3,8 @@
 Kubernetes objects are small (a ConfigMap holds at most 1 MiB, etcd refuses objects over
 ~1.5 MiB), while lmms-eval's document carries bulky, rarely-read keys beside the metrics. Both the
 runner (writing the results ConfigMap) and the operator (copying it into EvalJob status) fit the
-document the same way: drop whole top-level keys, least useful first, never `results`.
+document the same way: drop whole top-level keys, least useful first, never the metrics
+(`results`, `groups`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ BULKY: tuple[str, ...] = (
     "upper_git_hash",
     "transformers_version",
 )
-#: Dropped last: small keys that explain the metrics. `results` (the metrics) is never dropped.
+#: Never dropped: the metrics themselves, per task and per group.
+KEPT: tuple[str, ...] = ("results", "groups")
+#: Dropped last: small keys that explain the metrics.
 EXPLANATORY: tuple[str, ...] = ("group_subtasks", "higher_is_better", "n-samples", "versions", "n-shot")
 
 
@@ -43,7 +46,7 @@ def fit(document: dict[str, Any], budget: int) -> tuple[dict[str, Any], list[str
     fitted = dict(document)
     dropped: list[str] = []
     other = sorted(
-        (key for key in fitted if key not in (*BULKY, *EXPLANATORY, "results")),
+        (key for key in fitted if key not in (*BULKY, *EXPLANATORY, *KEPT)),
         key=lambda key: -encoded_size(fitted[key]),
     )
     for key in (*BULKY, *other, *EXPLANATORY):

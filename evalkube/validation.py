@@ -67,13 +67,14 @@ def check_model_args(field: str, args: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def check_gen_kwargs(field: str, text: str) -> str:
-    """lmms-eval's gen_kwargs string: `k=v` pairs joined by commas, each part safe."""
+    """lmms-eval's gen_kwargs string: `k=v` pairs joined by commas; each key a safe token and
+    each value a safe argument value (so `a=1,--b=2` and `a=--x` are refused)."""
     if _CONTROL.search(text):
         raise UnsafeValue(field, "must not contain newlines or control characters")
-    if text.startswith("-"):
-        raise UnsafeValue(field, f"must not start with '-' (got {text!r})")
     for pair in text.split(","):
         key, sep, value = pair.partition("=")
-        if not sep or not key.strip() or not value.strip() or "=" in value:
+        if not sep or not key.strip() or not value.strip():
             raise UnsafeValue(field, f"must be comma-separated key=value pairs (bad part {pair!r})")
+        check_token(f"{field}.{key.strip()}", key.strip())
+        check_arg_value(f"{field}.{key.strip()}", value.strip())
     return text

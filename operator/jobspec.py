@@ -18,6 +18,7 @@ TASKS_MOUNT = "/etc/evalkube/tasks"
 ARTIFACTS_MOUNT = "/artifacts"
 CACHE_MOUNT = "/cache"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+TERMINATION_GRACE_SECONDS = 30
 #: The evaluator image's non-root user.
 EVALUATOR_UID = 1000
 
@@ -106,6 +107,8 @@ def _pod_spec(name: str, namespace: str, uid: str, spec: dict[str, Any], setting
     }
     pod: dict[str, Any] = {
         "restartPolicy": "Never",
+        # The runner gives lmms-eval's process group 10 s after SIGTERM before SIGKILL.
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": EVALUATOR_UID,

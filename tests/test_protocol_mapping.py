@@ -89,6 +89,8 @@ def test_job_info_carries_the_metrics_and_times() -> None:
     ({"model_args": {"nested": {"x": 1}}}, "model_args"),
     ({"gen_kwargs": "temperature"}, "gen_kwargs"),
     ({"gen_kwargs": "temperature=0\nmax_new_tokens=5"}, "gen_kwargs"),
+    ({"gen_kwargs": "temperature=0,--max_new_tokens=5"}, "gen_kwargs"),
+    ({"gen_kwargs": "stop=--x"}, "gen_kwargs"),
     ({"num_gpus": -1}, "num_gpus"),
     ({"limit": 0}, "limit"),
     ({"batch_size": 0}, "batch_size"),

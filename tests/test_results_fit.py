@@ -34,6 +34,13 @@ def test_bulky_keys_are_dropped_in_order_until_it_fits() -> None:
     assert fitted["results"] == doc["results"] and fitted["versions"] == {"mme": 1}
 
 
+def test_group_metrics_are_kept_like_task_metrics() -> None:
+    doc = {**document(), "groups": {"mmmu": {"acc,none": 0.4}}}
+    fitted, dropped = fit(doc, 300)
+    assert fitted["groups"] == {"mmmu": {"acc,none": 0.4}}
+    assert "groups" not in dropped
+
+
 def test_metrics_alone_too_large_is_an_error() -> None:
     with pytest.raises(ResultsTooLarge, match="metrics alone"):
         fit(document(), 20)

@@ -206,7 +206,9 @@ class FakeKubelet:
             "metadata": {
                 "name": env["EVALKUBE_RESULT_CONFIGMAP"],
                 "labels": resource.child_labels(env["EVALKUBE_EVALJOB_NAME"]),
-                "ownerReferences": [resource.owner_reference(env["EVALKUBE_EVALJOB_NAME"], env["EVALKUBE_EVALJOB_UID"])],
+                "ownerReferences": [resource.owner_reference(
+                    env["EVALKUBE_EVALJOB_NAME"], env["EVALKUBE_EVALJOB_UID"], block_owner_deletion=False
+                )],
             },
             "data": {resource.RESULTS_KEY: json.dumps(document), resource.RESULTS_META_KEY: json.dumps(meta or {"dropped": []})},
         }

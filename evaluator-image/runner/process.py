@@ -1,0 +1,128 @@
+"""Run lmms-eval as a child process group: stream its output, keep a tail, stop it on SIGTERM.
+
+Cancelling an EvalJob deletes its pod, so the kubelet sends the runner SIGTERM and, after the
+pod's grace period, SIGKILL. lmms-eval may run as several processes (accelerate ranks, dataloader
+and vLLM workers), so the child starts in its own session (process group) and the signal goes to
+the whole group; whatever is still alive after GRACE_SECONDS is killed. Once the child has exited
+the group is killed anyway, so no stray worker outlives the runner holding a GPU.
+
+Output is forwarded byte for byte to our stdout (stderr merged, so order is kept) for `kubectl
+logs`, and the last TAIL_BYTES are kept for the termination message.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import BinaryIO
+
+#: Seconds the group gets to exit after SIGTERM; well inside Kubernetes' default 30 s grace.
+GRACE_SECONDS = 10.0
+TAIL_BYTES = 64 * 1024
+FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    returncode: int
+    #: The signal that stopped the runner (SIGTERM/SIGINT), if one did.
+    signal: int | None
+    #: The last TAIL_BYTES of the child's output, decoded.
+    tail: str
+
+
+class ProcessGroupRunner:
+    """Runs one command to completion; meant for the main thread (it installs signal handlers)."""
+
+    def __init__(self, grace_seconds: float = GRACE_SECONDS, output: BinaryIO | None = None) -> None:
+        self.grace_seconds = grace_seconds
+        self.output = output if output is not None else sys.stdout.buffer
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._signal: int | None = None
+        self._deadline: float | None = None
+        self._killer: threading.Timer | None = None
+        self._tail = bytearray()
+
+    def run(self, argv: Sequence[str], env: Mapping[str, str]) -> Outcome:
+        previous = {signum: signal.signal(signum, self._on_signal) for signum in FORWARDED_SIGNALS}
+        try:
+            if self._signal is None:
+                self._proc = subprocess.Popen(
+                    list(argv), env=dict(env), stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                )  # fmt: skip
+                pump = threading.Thread(target=self._pump, args=(self._proc.stdout,), daemon=True)
+                pump.start()
+                if self._signal is not None:  # arrived while the child was being started
+                    self._terminate()
+                returncode = self._proc.wait()
+                self._kill_rest()
+                pump.join(timeout=5)  # only a process that left the group could hold the pipe open
+            else:
+                returncode = -self._signal
+        finally:
+            if self._killer is not None:
+                self._killer.cancel()
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        return Outcome(returncode, self._signal, self._tail.decode(errors="replace"))
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        if self._signal is None:
+            self._signal = signum
+        if self._proc is not None:
+            self._terminate()
+
+    def _terminate(self) -> None:
+        """SIGTERM the group now, SIGKILL it once the grace period is over (first call only)."""
+        if self._deadline is not None:
+            return
+        self._deadline = time.monotonic() + self.grace_seconds
+        self._signal_group(signal.SIGTERM)
+        self._killer = threading.Timer(self.grace_seconds, self._signal_group, (signal.SIGKILL,))
+        self._killer.daemon = True
+        self._killer.start()
+
+    def _kill_rest(self) -> None:
+        """After the leader exited: when terminating, let the rest of the group finish within the
+        grace period; then SIGKILL whatever remains."""
+        if self._deadline is not None:
+            while self._group_alive() and time.monotonic() < self._deadline:
+                time.sleep(0.05)
+        self._signal_group(signal.SIGKILL)
+
+    def _group_alive(self) -> bool:
+        assert self._proc is not None
+        try:
+            # Reap members re-parented to us (the runner is PID 1 in its pod): zombies count as alive.
+            while os.waitpid(-self._proc.pid, os.WNOHANG)[0]:
+                pass
+        except ChildProcessError:
+            pass
+        try:
+            os.killpg(self._proc.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def _signal_group(self, signum: int) -> None:
+        assert self._proc is not None
+        try:
+            os.killpg(self._proc.pid, signum)  # the child leads its own session: pgid == pid
+        except ProcessLookupError:
+            pass
+
+    def _pump(self, stream: BinaryIO) -> None:
+        fd = stream.fileno()
+        while chunk := os.read(fd, 65536):
+            self.output.write(chunk)
+            self.output.flush()
+            self._tail += chunk
+            del self._tail[:-TAIL_BYTES]
+        stream.close()
