@@ -258,7 +258,9 @@ class Reconciler:
         if patched is not None:
             evaljob["status"] = patched.get("status") or {}
             self._written[(meta["namespace"], meta["name"])] = (evaljob["status"].get("phase"), bool(evaljob["status"].get("jobName")))
-            log.info("EvalJob %s/%s: %s", meta["namespace"], meta["name"], {k: v for k, v in changes.items() if k != "result"})
+            error = (changes.get("error") or "").split("\n", 1)[0]
+            log.info("EvalJob %s/%s: %s %s%s", meta["namespace"], meta["name"], changes.get("phase", "-"),
+                     changes.get("message", ""), f" ({error})" if error else "")
         return patched is not None and changes.get("phase") in Phase.FINISHED
 
     async def _after_finish(self, namespace: str, views: Views) -> None:

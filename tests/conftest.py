@@ -20,6 +20,7 @@ from evalkube import resource
 pytest.register_assert_rewrite("harness")
 
 from harness.api_server import wait_until  # noqa: E402
+from evaluator_fixtures import make_tiny_model  # noqa: E402
 from harness.kubelet import FakeKubelet  # noqa: E402
 from harness.operator_process import OperatorProcess  # noqa: E402
 from kubeemu import KubeEmulator  # noqa: E402
@@ -62,6 +63,18 @@ def start_operator(kubeconfigs: dict[str, str], namespace: str, tmp_path: Path) 
 @pytest.fixture
 def operator(start_operator: Callable[..., OperatorProcess]) -> OperatorProcess:
     return start_operator(evaluator_image="evalkube/evaluator:test", max_completed_jobs=200)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ~100k-parameter Qwen2 trained until it answers the tiny task exactly (a few seconds)."""
+    return make_tiny_model(tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture(scope="session")
+def hf_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private Hugging Face cache, so tests neither read nor write the user's."""
+    return tmp_path_factory.mktemp("hf-home")
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from evalkube.api.server import ServerArgs
 pytestmark = pytest.mark.timeout(60)
 
 
-def test_the_openapi_document_lists_lmms_evals_endpoints(http) -> None:
+def test_the_openapi_document_lists_lmms_evals_endpoints_and_metrics(http) -> None:
     assert http.get("/docs").status_code == 200
     paths = http.get("/openapi.json").json()["paths"]
     assert {path: sorted(paths[path]) for path in paths} == {
@@ -20,6 +20,7 @@ def test_the_openapi_document_lists_lmms_evals_endpoints(http) -> None:
         "/tasks": ["get"],
         "/models": ["get"],
         "/merge": ["post"],
+        "/metrics": ["get"],
     }
 
 

@@ -19,23 +19,13 @@ from typing import Any
 
 import psutil
 import pytest
-from evaluator_fixtures import METRIC_KEY, TASK_NAME, make_tiny_model, make_tiny_task
+from evaluator_fixtures import METRIC_KEY, TASK_NAME, make_tiny_task
 
 from evalkube import resource
 
 pytestmark = pytest.mark.heavy
 
 RUNNER = str(Path(sys.executable).with_name("evalkube-runner"))
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_model(tmp_path_factory.mktemp("model"))
-
-
-@pytest.fixture(scope="session")
-def hf_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("hf-home")
 
 
 @pytest.fixture

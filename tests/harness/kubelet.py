@@ -47,6 +47,7 @@ class FakeKubelet:
         *,
         run_containers: bool = False,
         container_kubeconfig: str | None = None,
+        image_env: dict[str, str] | None = None,
         workdir: Path | None = None,
         node: str = "node-1",
     ) -> None:
@@ -55,6 +56,8 @@ class FakeKubelet:
         self.namespace = namespace
         self.run_containers = run_containers
         self.container_kubeconfig = container_kubeconfig
+        #: What the image's ENV lines would set (e.g. HF_HOME), under the pod's own env.
+        self.image_env = image_env or {}
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="kubelet-"))
         self.node = node
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
@@ -222,6 +225,7 @@ class FakeKubelet:
         root = self.workdir / name
         mounts = self._volumes(pod, root)
         env = {key: os.environ[key] for key in ("PATH", "HOME", "LANG", "TMPDIR") if key in os.environ}
+        env.update(self.image_env)
         for item in container.get("env") or []:
             value = item.get("value") or ""
             for mount_path, local in mounts.items():
@@ -263,8 +267,7 @@ class FakeKubelet:
             path.mkdir(parents=True, exist_ok=True)
             if volume.get("config_map"):
                 config_map = self.core.read_namespaced_config_map(volume["config_map"]["name"], self.namespace)
-                for key, text in (config_map.data or {}).items():
-                    (path / key).write_text(text)
+                _write_config_map_volume(path, config_map.data or {})
             if volume.get("persistent_volume_claim"):
                 path = self.workdir / "pvc" / volume["persistent_volume_claim"]["claim_name"]
                 path.mkdir(parents=True, exist_ok=True)
@@ -325,3 +328,14 @@ class FakeKubelet:
                 {"type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit", "lastTransitionTime": now()},
                 {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit", "lastTransitionTime": now()},
             ]})
+
+
+def _write_config_map_volume(mount: Path, data: dict[str, str]) -> None:
+    """The kubelet's atomic-writer layout: files in a timestamped folder, `..data` linking to it,
+    and each key a link through `..data` (code that resolves paths must cope with the links)."""
+    version = mount / f"..{time.strftime('%Y_%m_%d_%H_%M_%S', time.gmtime())}.000000001"
+    version.mkdir()
+    for key, text in data.items():
+        (version / key).write_text(text)
+        (mount / key).symlink_to(Path("..data") / key)
+    (mount / "..data").symlink_to(version.name)

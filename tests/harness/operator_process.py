@@ -7,6 +7,7 @@ teardown, and a process is what a restart test must kill anyway.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -16,6 +17,8 @@ import urllib.request
 from pathlib import Path
 
 OPERATOR = str(Path(sys.executable).parent / "evalkube-operator")
+#: "2026-01-01 00:00:00,000 ERROR logger: ..." (the operator's log format)
+_ERROR_LINE = re.compile(r"^\S+ \S+ (ERROR|CRITICAL) ")
 
 
 class OperatorProcess:
@@ -58,7 +61,7 @@ class OperatorProcess:
 
     def problems(self) -> list[str]:
         """Tracebacks and unexpected errors the operator logged (a healthy run has none)."""
-        return [line for line in self.log().splitlines() if "Traceback" in line or " ERROR " in line]
+        return [line for line in self.log().splitlines() if line.startswith("Traceback") or _ERROR_LINE.match(line)]
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Until the operator's own liveness endpoint answers 200, as a kubelet probe would see it."""
