@@ -116,7 +116,10 @@ class Reconciler:
 
         job = views.job(namespace, name)
         if job is None:
-            if status.get("jobName") and job_deleted:
+            # The Job is gone if its deletion was seen, or if this process did not create it: kopf
+            # fills its indexes before handling, so after a restart a missing Job is really missing.
+            seen_here = self._written.get((namespace, name), (None, False))[1]
+            if status.get("jobName") and (job_deleted or not seen_here):
                 return await self._write(evaljob, {
                     "phase": Phase.FAILED,
                     "message": "evaluation failed",
@@ -205,7 +208,10 @@ class Reconciler:
         """Copy what the Job and pod show into status; collect results once the Job succeeded."""
         meta = evaljob["metadata"]
         namespace, name = meta["namespace"], meta["name"]
-        update: dict[str, Any] = {"phase": seen.phase, "message": seen.message}
+        # jobName too: a crash between creating the Job and recording it leaves only the Job.
+        update: dict[str, Any] = {"phase": seen.phase, "message": seen.message, "jobName": name}
+        if not (evaljob.get("status") or {}).get("createdAt"):
+            update["createdAt"] = meta.get("creationTimestamp")
         if seen.started_at:
             update["startedAt"] = seen.started_at
         if seen.error:

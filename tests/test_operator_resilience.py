@@ -40,6 +40,20 @@ def test_restart_before_the_job_exists_creates_it_once(cluster: Any, kubelet: An
     assert len(cluster.batch.list_namespaced_job(cluster.namespace).items) == 3
 
 
+def test_a_job_deleted_while_the_operator_was_down_fails_the_evaljob(cluster: Any, kubelet: Any, start_operator: Callable[..., Any]) -> None:
+    operator = start_operator()
+    name = cluster.apply(SPEC)
+    kubelet.wait_for_pod(name)
+    kubelet.start_container(name)
+    cluster.wait_phase(name, Phase.RUNNING)
+    operator.stop(kill=True)
+    cluster.batch.delete_namespaced_job(name, cluster.namespace, propagation_policy="Background")
+    cluster.wait(lambda: cluster.job(name) is None, what="the Job to be gone")
+    operator.start()
+    operator.wait_ready()
+    assert "deleted before the evaluation finished" in cluster.wait_phase(name, Phase.FAILED)["error"]
+
+
 def test_retention_keeps_the_newest_finished_evaljobs(cluster: Any, kubelet: Any, start_operator: Callable[..., Any]) -> None:
     start_operator(max_completed_jobs=2)
     names = []
