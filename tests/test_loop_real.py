@@ -5,6 +5,8 @@ a tiny task brought in a ConfigMap -> results ConfigMap -> status -> GET /jobs/{
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +17,7 @@ import psutil
 import pytest
 
 from evaluator_fixtures import METRIC_KEY, TASK_NAME, make_tiny_task
-from evalkube import EvalClient, JobCancelledError, JobFailedError
+from evalkube import EvalClient, EvalServerError, JobCancelledError, JobFailedError
 from harness.kubelet import FakeKubelet
 
 pytestmark = [pytest.mark.heavy, pytest.mark.usefixtures("operator")]
@@ -108,3 +110,30 @@ def test_cancel_while_running_kills_the_whole_process_group(eval_client: EvalCli
     assert runner.returncode == 143  # 128 + SIGTERM: it was asked to stop, and did
     cluster.wait(lambda: not _lmms_eval_processes(str(tiny_model)), timeout=30, what="lmms-eval's process group to die")
     assert cluster.job(name) is None
+
+
+def test_the_images_catalog_makes_the_api_reject_typos(eval_client: EvalClient, kubeconfigs: dict[str, str], cluster: Any,
+                                                       tiny_model: Path, tasks_config_map: str) -> None:  # fmt: skip
+    """`evalkube-runner catalog` (the chart's install hook) feeds GET /tasks and the name checks."""
+    runner = str(Path(sys.executable).with_name("evalkube-runner"))
+    env = {"PATH": str(Path(sys.executable).parent), "HOME": str(Path.home()), "KUBECONFIG": kubeconfigs["evaluator"]}
+    subprocess.run([runner, "catalog", "--configmap", "evalkube-catalog", "--namespace", cluster.namespace], env=env, check=True, timeout=180)
+
+    tasks = cluster.wait(lambda: _listing(eval_client.list_tasks), what="the catalog to reach the API")
+    assert "mmmu_val" in tasks and "mme" in tasks
+    assert "huggingface" in eval_client.list_models() and "vllm" in eval_client.list_models()
+    with pytest.raises(EvalServerError, match="did you mean 'mmmu_val'") as typo:
+        eval_client.evaluate(model="huggingface", tasks=["mmmu_vall"], model_args={"pretrained": str(tiny_model)})
+    assert typo.value.response.status_code == 422
+    with pytest.raises(EvalServerError, match="unknown model 'hugingface'") as model_typo:
+        eval_client.evaluate(model="hugingface", tasks=["mme"])
+    assert model_typo.value.response.status_code == 422
+    # a task the catalog doesn't know is fine when the request brings its definition
+    assert submit(eval_client, tiny_model, tasks_config_map)
+
+
+def _listing(list_call: Any) -> list[str] | None:
+    try:
+        return list_call()
+    except Exception:  # noqa: BLE001 - 503 until the API's watch sees the ConfigMap
+        return None
