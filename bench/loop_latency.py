@@ -113,8 +113,7 @@ def main() -> None:
             name = response.json()["job_id"]
             to_job.append(wait_for(lambda: seen.get(name), f"Job {name}") - started)
 
-            kubelet.wait_for_pod(name)
-            kubelet.start_container(name)
+            kubelet.run_pod(name)
             kubelet.write_results(name, RESULTS)
             kubelet.terminate_container(name, 0)
             started = time.perf_counter()

@@ -35,8 +35,7 @@ def test_submit_run_complete_and_read_the_metrics(eval_client: EvalClient, clust
 
 def test_a_failure_reaches_the_client_with_its_reason(eval_client: EvalClient, kubelet: Any) -> None:
     name = eval_client.evaluate(model="huggingface", tasks=["mme"])["job_id"]
-    kubelet.wait_for_pod(name)
-    kubelet.start_container(name)
+    kubelet.run_pod(name)
     kubelet.finish(name, 1, message="task 'mme': dataset not found offline")
     with pytest.raises(JobFailedError, match="dataset not found offline"):
         eval_client.wait_for_job(name, poll_interval=0.05, timeout=30, verbose=False)
@@ -44,8 +43,7 @@ def test_a_failure_reaches_the_client_with_its_reason(eval_client: EvalClient, k
 
 def test_cancel_a_running_job_through_rest(eval_client: EvalClient, cluster: Any, kubelet: Any) -> None:
     name = eval_client.evaluate(model="huggingface", tasks=["mme"])["job_id"]
-    kubelet.wait_for_pod(name)
-    kubelet.start_container(name)
+    kubelet.run_pod(name)
     cluster.wait(lambda: eval_client.get_job(name)["status"] == "running", what="running")
     eval_client.cancel_job(name)
     with pytest.raises(JobCancelledError):
@@ -56,8 +54,7 @@ def test_cancel_a_running_job_through_rest(eval_client: EvalClient, cluster: Any
 def test_queue_lists_every_running_job(eval_client: EvalClient, cluster: Any, kubelet: Any) -> None:
     names = [eval_client.evaluate(model="huggingface", tasks=["mme"])["job_id"] for _ in range(3)]
     for name in names[:2]:
-        kubelet.wait_for_pod(name)
-        kubelet.start_container(name)
+        kubelet.run_pod(name)
     cluster.wait(lambda: sorted(eval_client.get_queue_status()["running_jobs"]) == sorted(names[:2]), what="two running")
     queue = eval_client.get_queue_status()
     assert queue["queued_jobs"] == [names[2]]
@@ -72,8 +69,7 @@ async def test_fifty_concurrent_submissions_all_end_right(async_eval_client: Asy
     assert len(set(names)) == 50
 
     def play(index: int, name: str) -> None:
-        kubelet.wait_for_pod(name, timeout=60)
-        kubelet.start_container(name)
+        kubelet.run_pod(name, timeout=60)
         if index % 5 == 4:
             kubelet.finish(name, 2, message=f"bad checkpoint {index}")
         else:

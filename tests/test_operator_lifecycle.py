@@ -46,8 +46,7 @@ def test_waiting_for_gpus_says_what_it_waits_for(cluster: Any, kubelet: Any) -> 
 
 def test_full_lifecycle_to_completed_with_the_metrics(cluster: Any, kubelet: Any) -> None:
     name = cluster.apply(SPEC)
-    kubelet.wait_for_pod(name)
-    kubelet.start_container(name)
+    kubelet.run_pod(name)
     running = cluster.wait_phase(name, Phase.RUNNING)
     assert running["startedAt"]
 
@@ -61,8 +60,7 @@ def test_full_lifecycle_to_completed_with_the_metrics(cluster: Any, kubelet: Any
 
 def test_completed_job_without_results_is_a_failure_that_says_so(cluster: Any, kubelet: Any) -> None:
     name = cluster.apply(SPEC)
-    kubelet.wait_for_pod(name)
-    kubelet.start_container(name)
+    kubelet.run_pod(name)
     kubelet.finish(name, 0)
     failed = cluster.wait_phase(name, Phase.FAILED)
     assert f"ConfigMap {name}-result" in failed["error"] and "no results" in failed["error"]
@@ -70,8 +68,7 @@ def test_completed_job_without_results_is_a_failure_that_says_so(cluster: Any, k
 
 def test_runner_error_reaches_status(cluster: Any, kubelet: Any) -> None:
     name = cluster.apply(SPEC)
-    kubelet.wait_for_pod(name)
-    kubelet.start_container(name)
+    kubelet.run_pod(name)
     kubelet.finish(name, 1, message="lmms-eval failed: unknown task 'mme'\n...log tail...")
     failed = cluster.wait_phase(name, Phase.FAILED)
     assert failed["error"].startswith("the evaluator exited with code 1: lmms-eval failed: unknown task 'mme'")
@@ -80,16 +77,14 @@ def test_runner_error_reaches_status(cluster: Any, kubelet: Any) -> None:
 
 def test_oom_killed_is_explained(cluster: Any, kubelet: Any) -> None:
     name = cluster.apply(SPEC)
-    kubelet.wait_for_pod(name)
-    kubelet.start_container(name)
+    kubelet.run_pod(name)
     kubelet.finish(name, 137, reason="OOMKilled")
     assert "OOMKilled" in cluster.wait_phase(name, Phase.FAILED)["error"]
 
 
 def test_timeout_is_explained(cluster: Any, kubelet: Any) -> None:
     name = cluster.apply({**SPEC, "timeoutSeconds": 30})
-    kubelet.wait_for_pod(name)
-    kubelet.start_container(name)
+    kubelet.run_pod(name)
     kubelet.deadline_exceeded(name)
     assert cluster.wait_phase(name, Phase.FAILED)["error"] == "timed out: the evaluation ran longer than timeoutSeconds=30"
 
@@ -121,8 +116,7 @@ def test_cancel_while_queued(cluster: Any, kubelet: Any) -> None:
 
 def test_cancel_while_running_deletes_job_and_pod(cluster: Any, kubelet: Any) -> None:
     name = cluster.apply(SPEC)
-    kubelet.wait_for_pod(name)
-    kubelet.start_container(name)
+    kubelet.run_pod(name)
     cluster.wait_phase(name, Phase.RUNNING)
     cluster.patch_spec(name, {"cancelRequested": True})
     cluster.wait_phase(name, Phase.CANCELLED)
@@ -132,8 +126,7 @@ def test_cancel_while_running_deletes_job_and_pod(cluster: Any, kubelet: Any) ->
 
 def test_finished_evaljob_never_runs_again(cluster: Any, kubelet: Any) -> None:
     name = cluster.apply(SPEC)
-    kubelet.wait_for_pod(name)
-    kubelet.start_container(name)
+    kubelet.run_pod(name)
     kubelet.finish(name, 0, results=RESULTS)
     cluster.wait_phase(name, Phase.COMPLETED)
     cluster.batch.delete_namespaced_job(name, cluster.namespace, propagation_policy="Background")
@@ -147,8 +140,7 @@ def test_finished_evaljob_never_runs_again(cluster: Any, kubelet: Any) -> None:
 
 def test_job_deleted_behind_evalkubes_back_fails_the_evaljob(cluster: Any, kubelet: Any) -> None:
     name = cluster.apply(SPEC)
-    kubelet.wait_for_pod(name)
-    kubelet.start_container(name)
+    kubelet.run_pod(name)
     cluster.wait_phase(name, Phase.RUNNING)
     cluster.batch.delete_namespaced_job(name, cluster.namespace, propagation_policy="Background")
     assert "deleted before the evaluation finished" in cluster.wait_phase(name, Phase.FAILED)["error"]
@@ -156,8 +148,7 @@ def test_job_deleted_behind_evalkubes_back_fails_the_evaljob(cluster: Any, kubel
 
 def test_deleting_the_evaljob_deletes_its_job_pod_and_results(cluster: Any, kubelet: Any) -> None:
     name = cluster.apply(SPEC)
-    kubelet.wait_for_pod(name)
-    kubelet.start_container(name)
+    kubelet.run_pod(name)
     kubelet.finish(name, 0, results=RESULTS)
     cluster.wait_phase(name, Phase.COMPLETED)
     cluster.delete(name)
@@ -166,8 +157,7 @@ def test_deleting_the_evaljob_deletes_its_job_pod_and_results(cluster: Any, kube
 
 def test_large_results_are_bounded_in_status(cluster: Any, kubelet: Any) -> None:
     name = cluster.apply(SPEC)
-    kubelet.wait_for_pod(name)
-    kubelet.start_container(name)
+    kubelet.run_pod(name)
     big = {**RESULTS, "configs": {"mme": {"prompt": "x" * 400_000}}}
     kubelet.finish(name, 0, results=big)
     done = cluster.wait_phase(name, Phase.COMPLETED)

@@ -13,8 +13,7 @@ RESULTS = {"results": {"mme": {"exact_match,none": 1.0}}}
 def test_restart_in_the_middle_of_a_job_resumes_it(cluster: Any, kubelet: Any, start_operator: Callable[..., Any]) -> None:
     operator = start_operator()
     name = cluster.apply(SPEC)
-    kubelet.wait_for_pod(name)
-    kubelet.start_container(name)
+    kubelet.run_pod(name)
     cluster.wait_phase(name, Phase.RUNNING)
     job_uid = cluster.job(name).metadata.uid
 
@@ -43,8 +42,7 @@ def test_restart_before_the_job_exists_creates_it_once(cluster: Any, kubelet: An
 def test_a_job_deleted_while_the_operator_was_down_fails_the_evaljob(cluster: Any, kubelet: Any, start_operator: Callable[..., Any]) -> None:
     operator = start_operator()
     name = cluster.apply(SPEC)
-    kubelet.wait_for_pod(name)
-    kubelet.start_container(name)
+    kubelet.run_pod(name)
     cluster.wait_phase(name, Phase.RUNNING)
     operator.stop(kill=True)
     cluster.batch.delete_namespaced_job(name, cluster.namespace, propagation_policy="Background")
@@ -59,8 +57,7 @@ def test_retention_keeps_the_newest_finished_evaljobs(cluster: Any, kubelet: Any
     names = []
     for _ in range(4):
         name = cluster.apply(SPEC)
-        kubelet.wait_for_pod(name)
-        kubelet.start_container(name)
+        kubelet.run_pod(name)
         kubelet.finish(name, 0, results=RESULTS)
         cluster.wait_phase(name, Phase.COMPLETED)
         names.append(name)
@@ -80,14 +77,12 @@ def test_running_slots_admit_queued_evaljobs_by_priority_then_age(cluster: Any, 
     assert "1 of max 1" in cluster.status(low)["message"]
     assert cluster.job(low) is None and cluster.job(high) is None
 
-    kubelet.wait_for_pod(first)
-    kubelet.start_container(first)
+    kubelet.run_pod(first)
     kubelet.finish(first, 0, results=RESULTS)
     cluster.wait_phase(first, Phase.COMPLETED)
     cluster.wait(lambda: cluster.job(high), what="the high-priority EvalJob to be admitted next")
     assert cluster.job(low) is None
 
-    kubelet.wait_for_pod(high)
-    kubelet.start_container(high)
+    kubelet.run_pod(high)
     kubelet.finish(high, 0, results=RESULTS)
     cluster.wait(lambda: cluster.job(low), what="the low-priority EvalJob to be admitted last")

@@ -157,6 +157,11 @@ class FakeKubelet:
             time.sleep(0.05)
         raise TimeoutError(f"no pod {name} after {timeout}s")
 
+    def run_pod(self, name: str, timeout: float = 20.0) -> None:
+        """Wait for the Job controller's pod, then schedule it and start its container."""
+        self.wait_for_pod(name, timeout)
+        self.start_container(name)
+
     def unschedulable(self, name: str, message: str) -> None:
         self._pod_status(name, {"phase": "Pending", "conditions": [{
             "type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message,
