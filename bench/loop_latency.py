@@ -96,10 +96,14 @@ def main() -> None:
 
         def watch_jobs() -> None:
             batch = kubernetes.client.BatchV1Api(kube.api_client(str(kubeconfig)))
-            for event in kubernetes.watch.Watch().stream(batch.list_namespaced_job, namespace, timeout_seconds=3600):
-                seen.setdefault(event["object"].metadata.name, time.perf_counter())
-                if stop.is_set():
-                    return
+            try:
+                for event in kubernetes.watch.Watch().stream(batch.list_namespaced_job, namespace, timeout_seconds=3600):
+                    seen.setdefault(event["object"].metadata.name, time.perf_counter())
+                    if stop.is_set():
+                        return
+            except Exception:  # noqa: BLE001 - the emulator stopping under the watch at the end
+                if not stop.is_set():
+                    raise
 
         threading.Thread(target=watch_jobs, daemon=True).start()
         kubelet = FakeKubelet(client, namespace, workdir=work / "kubelet").start()
