@@ -11,25 +11,16 @@ import os
 import kubernetes
 
 
-def load_config(kubeconfig: str | None = None) -> None:
-    """Configure the `kubernetes` client: in-cluster when in a pod, else the kubeconfig."""
-    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-        kubernetes.config.load_incluster_config()
-    else:
-        kubernetes.config.load_kube_config(config_file=kubeconfig)
-
-
 def api_client(kubeconfig: str | None = None, *, pool_size: int | None = None) -> kubernetes.client.ApiClient:
-    """A fresh ApiClient (own connection pool) configured as `load_config` would.
+    """A fresh ApiClient with its own configuration and connection pool (no global state).
 
     `pool_size`: connections kept for reuse (the client's default is 5 per CPU); a caller with
     more threads than that would otherwise open, and discard with a warning, a connection each.
     """
+    configuration = kubernetes.client.Configuration()
     if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-        configuration = kubernetes.client.Configuration()
         kubernetes.config.load_incluster_config(client_configuration=configuration)
     else:
-        configuration = kubernetes.client.Configuration()
         kubernetes.config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
     if pool_size is not None:
         configuration.connection_pool_maxsize = pool_size

@@ -29,7 +29,6 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 10
-    kube.load_config()
     memo.reconciler = Reconciler(Cluster(kube.api_client()), OperatorSettings())
 
 

@@ -257,8 +257,13 @@ class Reconciler:
         changes = {key: value for key, value in update.items() if value is not None and current.get(key) != value}
         if not changes:
             return False
-        if changes.get("phase") and changes["phase"] not in (Phase.FAILED,) and "error" in current:
-            changes["error"] = None  # merge patch: null removes a stale error
+        if changes.get("phase") in Phase.FINISHED:
+            # One condition named after the final phase: `kubectl wait --for=condition=Completed`.
+            changes["conditions"] = [{
+                "type": changes["phase"], "status": "True", "reason": changes["phase"],
+                "message": (changes.get("error") or changes.get("message") or "")[:1024],
+                "lastTransitionTime": now_rfc3339(),
+            }]
         meta = evaljob["metadata"]
         patched = await self.cluster.patch_evaljob_status(meta["namespace"], meta["name"], changes)
         if patched is not None:

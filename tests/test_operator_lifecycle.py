@@ -56,6 +56,8 @@ def test_full_lifecycle_to_completed_with_the_metrics(cluster: Any, kubelet: Any
     assert done["completedAt"]
     assert done["message"] == "evaluation completed"
     assert "error" not in done
+    [condition] = done["conditions"]  # for `kubectl wait --for=condition=Completed ej/NAME`
+    assert (condition["type"], condition["status"]) == ("Completed", "True")
 
 
 def test_completed_job_without_results_is_a_failure_that_says_so(cluster: Any, kubelet: Any) -> None:
