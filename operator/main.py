@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import secrets
 from typing import Any
 
 import kopf
@@ -29,7 +30,11 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 10
-    memo.reconciler = Reconciler(Cluster(kube.api_client()), OperatorSettings())
+    operator = OperatorSettings()
+    # How long a silent peer counts as alive: a standby replica takes over this long after the
+    # active one dies.
+    settings.peering.lifetime = operator.peering_lifetime_seconds
+    memo.reconciler = Reconciler(Cluster(kube.api_client()), operator)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -40,6 +45,10 @@ def main(argv: list[str] | None = None) -> None:
     peering = parser.add_mutually_exclusive_group()
     peering.add_argument("--standalone", action="store_true", default=True, help="no peering: the only operator (default)")
     peering.add_argument("--peering", metavar="NAME", help="coordinate with other replicas through kopf peering NAME")
+    parser.add_argument(
+        "--priority", type=int, default=None,
+        help="peering priority (default with --peering: random, so identical replicas elect one active)",
+    )
     parser.add_argument("--liveness", metavar="URL", help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz")
     parser.add_argument("--verbose", "-v", action="store_true")
     args = parser.parse_args(argv)
@@ -49,9 +58,15 @@ def main(argv: list[str] | None = None) -> None:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     namespaces = [] if args.all_namespaces else (args.namespace or OperatorSettings().namespaces)
+    priority = args.priority
+    if args.peering and priority is None:
+        # kopf pauses EVERY operator when peers share a priority, and a Deployment's replicas are
+        # identical: a random priority makes exactly one of them active, the others standby.
+        priority = secrets.randbelow(2**31 - 1) + 1
     kopf.run(
         standalone=args.peering is None,
         peering_name=args.peering,
+        priority=priority,
         namespaces=namespaces,
         clusterwide=not namespaces,
         liveness_endpoint=args.liveness,

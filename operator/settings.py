@@ -48,6 +48,9 @@ class OperatorSettings(BaseSettings):
     default_resources: dict[str, dict[str, int | str]] = Field(default_factory=dict)
     #: At most this many EvalJobs with a Job at once per namespace (0 = no limit): the rest wait in order.
     max_running: int = Field(default=0, ge=0)
+    #: With peering (several replicas): seconds after which a silent replica counts as dead and a
+    #: standby takes over.
+    peering_lifetime_seconds: int = Field(default=60, ge=1)
 
     @field_validator("namespaces", "image_pull_secrets", mode="before")
     @classmethod

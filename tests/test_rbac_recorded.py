@@ -95,8 +95,7 @@ def catalog_served(client: EvalClient) -> bool:
 
 
 def run_to_running(cluster: Cluster, kubelet: FakeKubelet, name: str) -> None:
-    kubelet.wait_for_pod(name)
-    kubelet.start_container(name)
+    kubelet.run_pod(name)
     cluster.wait_phase(name, Phase.RUNNING)
 
 

@@ -24,17 +24,19 @@ _ERROR_LINE = re.compile(r"^\S+ \S+ (ERROR|CRITICAL) ")
 class OperatorProcess:
     """`evalkube-operator --namespace NS`, with EVALKUBE_* settings from `settings`."""
 
-    def __init__(self, kubeconfig: str, namespaces: list[str], log_path: Path, settings: dict[str, str] | None = None) -> None:
+    def __init__(self, kubeconfig: str, namespaces: list[str], log_path: Path, settings: dict[str, str] | None = None,
+                 peering: str | None = None) -> None:  # fmt: skip
         self.kubeconfig = kubeconfig
         self.namespaces = namespaces
         self.log_path = log_path
         self.settings = settings or {}
+        self.peering = peering
         self.process: subprocess.Popen[bytes] | None = None
         self.liveness_url = f"http://127.0.0.1:{_free_port()}/healthz"
 
     def start(self) -> OperatorProcess:
         env = {**os.environ, "KUBECONFIG": self.kubeconfig, **{f"EVALKUBE_{k.upper()}": v for k, v in self.settings.items()}}
-        args = [OPERATOR, "--standalone", "--liveness", self.liveness_url]
+        args = [OPERATOR, *(["--peering", self.peering] if self.peering else ["--standalone"]), "--liveness", self.liveness_url]
         for namespace in self.namespaces:
             args += ["--namespace", namespace]
         with open(self.log_path, "ab") as log:
