@@ -212,8 +212,8 @@ class Reconciler:
         update: dict[str, Any] = {"phase": seen.phase, "message": seen.message, "jobName": name}
         if not (evaljob.get("status") or {}).get("createdAt"):
             update["createdAt"] = meta.get("creationTimestamp")
-        if seen.started_at:
-            update["startedAt"] = seen.started_at
+        if seen.started_at and not (evaljob.get("status") or {}).get("startedAt"):
+            update["startedAt"] = seen.started_at  # the first start: a restarted container keeps it
         if seen.error:
             update["error"] = seen.error
         if seen.succeeded:

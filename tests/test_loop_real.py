@@ -57,6 +57,7 @@ def test_a_real_evaluation_comes_back_with_its_metric(eval_client: EvalClient, p
     print(f"full loop wall time: {time.monotonic() - started:.1f}s")
 
     assert done["status"] == "completed"
+    assert done["created_at"] <= done["started_at"] < done["completed_at"]  # lmms-eval ran for seconds
     assert done["result"]["results"][TASK_NAME][METRIC_KEY] == 1.0  # the tiny model was trained to answer all
     assert done["result"]["n-samples"][TASK_NAME]["effective"] == 5
     assert done["request"]["custom_tasks"] == {"config_map": tasks_config_map}

@@ -54,6 +54,7 @@ def test_full_lifecycle_to_completed_with_the_metrics(cluster: Any, kubelet: Any
     done = cluster.wait_phase(name, Phase.COMPLETED)
     assert done["result"] == RESULTS
     assert done["completedAt"]
+    assert done["startedAt"] == running["startedAt"]  # when the container started, not when it ended
     assert done["message"] == "evaluation completed"
     assert "error" not in done
     [condition] = done["conditions"]  # for `kubectl wait --for=condition=Completed ej/NAME`

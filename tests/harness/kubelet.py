@@ -61,6 +61,8 @@ class FakeKubelet:
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="kubelet-"))
         self.node = node
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        #: When each pod's container started (terminated.startedAt repeats it, as the kubelet does).
+        self.started: dict[str, str] = {}
         self.logs: dict[str, Path] = {}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -176,8 +178,9 @@ class FakeKubelet:
 
     def start_container(self, name: str) -> None:
         self._schedule(name)
+        self.started[name] = now()
         self._pod_status(name, {"phase": "Running", "containerStatuses": [
-            self._container(name, {"running": {"startedAt": now()}}, ready=True)
+            self._container(name, {"running": {"startedAt": self.started[name]}}, ready=True)
         ]})
 
     def finish(self, name: str, exit_code: int = 0, *, message: str = "", reason: str | None = None,
@@ -193,7 +196,7 @@ class FakeKubelet:
         terminated = {
             "exitCode": exit_code,
             "reason": reason or ("Completed" if exit_code == 0 else "Error"),
-            "startedAt": now(), "finishedAt": now(),
+            "startedAt": self.started.get(name, now()), "finishedAt": now(),
         }
         if message:
             terminated["message"] = message
