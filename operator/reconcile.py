@@ -82,6 +82,8 @@ class Reconciler:
 
     async def _reconcile_locked(self, namespace: str, name: str, views: Views, job_deleted: bool) -> None:
         async with self._locks[(namespace, name)]:
+            # A fresh read, not the event's body: the watch may lag this process's own writes, and
+            # one GET per event is cheap next to acting twice on a stale status.
             evaljob = await self.cluster.get_evaljob(namespace, name)
             if evaljob is None:
                 self.forget(namespace, name)
