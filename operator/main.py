@@ -19,10 +19,6 @@ from evalkube.operator.settings import OperatorSettings
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """kopf's own settings, and the reconciler every handler shares through the memo."""
-    # Event handlers keep no per-object progress; never let kopf write status.kopf fields that
-    # the CRD's schema would prune anyway.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="evalkube.dev")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="evalkube.dev")
     settings.posting.level = logging.WARNING
     # The namespaces and CRDs to serve are given; scanning them would need cluster-wide list/watch
     # rights on namespaces and CRDs that least-privilege RBAC does not grant.

@@ -102,12 +102,7 @@ class Cluster:
         return created["metadata"]["name"]
 
     def evaljob(self, name: str) -> dict[str, Any] | None:
-        try:
-            return self.custom.get_namespaced_custom_object(resource.GROUP, resource.VERSION, self.namespace, resource.PLURAL, name)
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
+        return _or_none(self.custom.get_namespaced_custom_object, resource.GROUP, resource.VERSION, self.namespace, resource.PLURAL, name)
 
     def status(self, name: str) -> dict[str, Any]:
         return (self.evaljob(name) or {}).get("status") or {}
@@ -119,20 +114,10 @@ class Cluster:
         self.custom.delete_namespaced_custom_object(resource.GROUP, resource.VERSION, self.namespace, resource.PLURAL, name)
 
     def job(self, name: str) -> Any | None:
-        try:
-            return self.batch.read_namespaced_job(name, self.namespace)
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
+        return _or_none(self.batch.read_namespaced_job, name, self.namespace)
 
     def config_map(self, name: str) -> Any | None:
-        try:
-            return self.core.read_namespaced_config_map(name, self.namespace)
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
+        return _or_none(self.core.read_namespaced_config_map, name, self.namespace)
 
     @staticmethod
     def wait(check: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
@@ -142,6 +127,16 @@ class Cluster:
     def wait_phase(self, name: str, phase: str, timeout: float = 20.0) -> dict[str, Any]:
         return self.wait(lambda: self.status(name) if self.status(name).get("phase") == phase else None,
                          timeout, f"EvalJob {name} to be {phase} (now {self.status(name)})")
+
+
+def _or_none(read: Callable[..., Any], *args: Any) -> Any | None:
+    """The object, or None when the apiserver says 404."""
+    try:
+        return read(*args)
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
 
 
 @pytest.fixture

@@ -179,15 +179,17 @@ def test_a_failed_job_reports_its_error(http, kube_client, namespace) -> None:
     assert job["error"] == "CUDA out of memory\n<last log lines>"
 
 
+def set_phase_seen(http, kube_client, namespace: str, job_id: str, phase: str) -> None:
+    """Write the phase as the operator would, and wait until the API's cache shows it."""
+    set_status(kube_client, namespace, job_id, phase=phase)
+    wait_until(lambda: http.get(f"/jobs/{job_id}").json()["status"] == phase.lower(), f"phase {phase} to reach the API")
+
+
 @pytest.mark.parametrize("phase", [None, "Queued", "Running"])
 def test_cancel_asks_the_operator_to_stop_a_queued_or_running_job(http, kube_client, namespace, phase) -> None:
     job_id = submit(http).json()["job_id"]
     if phase is not None:
-        set_status(kube_client, namespace, job_id, phase=phase)
-        wait_until(
-            lambda: http.get(f"/jobs/{job_id}").json()["status"] == phase.lower(),
-            f"phase {phase} to reach the API",
-        )
+        set_phase_seen(http, kube_client, namespace, job_id, phase)
 
     response = http.delete(f"/jobs/{job_id}")
 
@@ -209,11 +211,7 @@ def test_cancelling_again_while_cancellation_is_pending_is_harmless(http, kube_c
 @pytest.mark.parametrize("phase", ["Completed", "Failed", "Cancelled"])
 def test_a_finished_job_cannot_be_cancelled(http, kube_client, namespace, phase) -> None:
     job_id = submit(http).json()["job_id"]
-    set_status(kube_client, namespace, job_id, phase=phase)
-    wait_until(
-        lambda: http.get(f"/jobs/{job_id}").json()["status"] == phase.lower(),
-        f"phase {phase} to reach the API",
-    )
+    set_phase_seen(http, kube_client, namespace, job_id, phase)
 
     response = http.delete(f"/jobs/{job_id}")
 
