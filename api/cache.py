@@ -14,6 +14,7 @@ built-ins) and are shared with readers: treat them as read-only.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
@@ -27,7 +28,6 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
 from evalkube.api.errors import kube_message
-import contextlib
 
 log = logging.getLogger(__name__)
 

@@ -45,7 +45,7 @@ def defined_names(data: Mapping[str, str]) -> set[str]:
         if not key.endswith(_YAML_SUFFIXES):
             continue
         try:
-            document: Any = yaml.load(text, Loader=_TaskYamlLoader)  # noqa: S506 - a SafeLoader subclass
+            document: Any = yaml.load(text, Loader=_TaskYamlLoader)
         except yaml.YAMLError as exc:
             raise ValueError(f"{key!r} is not valid YAML: {exc}") from exc
         if not isinstance(document, dict):

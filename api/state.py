@@ -20,7 +20,6 @@ from evalkube.api.name_checks import NameChecks
 from evalkube.api.reachability import Reachability
 from evalkube.api.settings import ApiSettings
 
-
 #: Routes that call Kubernetes run in anyio's thread pool (40 threads by default), plus the two
 #: watches: one pooled connection each, so none is opened and thrown away under load.
 _POOL_SIZE = 42

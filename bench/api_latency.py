@@ -27,11 +27,11 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from harness.api_server import CRD, ApiServer  # noqa: E402
-from kubeemu import KubeEmulator  # noqa: E402
-
 from evalkube import AsyncEvalClient, kube, resource  # noqa: E402
 from evalkube.api.settings import ApiSettings  # noqa: E402
+
+from harness.api_server import CRD, ApiServer  # noqa: E402
+from kubeemu import KubeEmulator  # noqa: E402
 
 
 async def submit_all(url: str, jobs: int, concurrency: int) -> list[str]:

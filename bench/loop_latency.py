@@ -31,9 +31,9 @@ import kubernetes
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from harness.kubelet import FakeKubelet  # noqa: E402
-
 from evalkube import kube  # noqa: E402
+
+from harness.kubelet import FakeKubelet  # noqa: E402
 
 BIN = Path(sys.executable).parent
 RESULTS = {"results": {"mme": {"exact_match,none": 0.5}}}
@@ -45,7 +45,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for(probe, what: str, timeout: float = 60.0):  # noqa: ANN001, ANN201
+def wait_for(probe, what: str, timeout: float = 60.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -59,7 +59,7 @@ def wait_for(probe, what: str, timeout: float = 60.0):  # noqa: ANN001, ANN201
 
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 def main() -> None:
@@ -74,8 +74,17 @@ def main() -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO / "tests")}
     try:
         emulator = subprocess.Popen(
-            [sys.executable, "-m", "kubeemu", "--kubeconfig", str(kubeconfig), "--crd", str(REPO / "crds" / "evaljob.yaml")],
-            env=env, stdout=subprocess.PIPE,
+            [
+                sys.executable,
+                "-m",
+                "kubeemu",
+                "--kubeconfig",
+                str(kubeconfig),
+                "--crd",
+                str(REPO / "crds" / "evaljob.yaml"),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
         )
         processes.append(emulator)
         assert emulator.stdout is not None
@@ -85,9 +94,18 @@ def main() -> None:
 
         run_env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
         log = open(work / "components.log", "wb")  # noqa: SIM115
-        processes.append(subprocess.Popen([BIN / "evalkube-operator", "--namespace", namespace], env=run_env, stdout=log, stderr=log))
+        processes.append(
+            subprocess.Popen([BIN / "evalkube-operator", "--namespace", namespace], env=run_env, stdout=log, stderr=log)
+        )
         port = free_port()
-        processes.append(subprocess.Popen([BIN / "evalkube-api", "--port", str(port), "--namespace", namespace], env=run_env, stdout=log, stderr=log))
+        processes.append(
+            subprocess.Popen(
+                [BIN / "evalkube-api", "--port", str(port), "--namespace", namespace],
+                env=run_env,
+                stdout=log,
+                stderr=log,
+            )
+        )
         api = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
         wait_for(lambda: api.get("/health").status_code == 200, "the API to be healthy")
 
@@ -97,11 +115,13 @@ def main() -> None:
         def watch_jobs() -> None:
             batch = kubernetes.client.BatchV1Api(kube.api_client(str(kubeconfig)))
             try:
-                for event in kubernetes.watch.Watch().stream(batch.list_namespaced_job, namespace, timeout_seconds=3600):
+                for event in kubernetes.watch.Watch().stream(
+                    batch.list_namespaced_job, namespace, timeout_seconds=3600
+                ):
                     seen.setdefault(event["object"].metadata.name, time.perf_counter())
                     if stop.is_set():
                         return
-            except Exception:  # noqa: BLE001 - the emulator stopping under the watch at the end
+            except Exception:
                 if not stop.is_set():
                     raise
 
@@ -127,8 +147,13 @@ def main() -> None:
         stop.set()
         kubelet.stop()
 
-        for label, values in (("POST /evaluate -> Job exists", to_job), ("Job complete -> GET shows completed", to_completed)):
-            print(f"{label:40s} n={len(values)}  median {statistics.median(values) * 1000:7.1f} ms  p95 {percentile(values, 0.95) * 1000:7.1f} ms")
+        for label, values in (
+            ("POST /evaluate -> Job exists", to_job),
+            ("Job complete -> GET shows completed", to_completed),
+        ):
+            print(
+                f"{label:40s} n={len(values)}  median {statistics.median(values) * 1000:7.1f} ms  p95 {percentile(values, 0.95) * 1000:7.1f} ms"
+            )
     finally:
         for process in reversed(processes):
             process.send_signal(signal.SIGTERM)

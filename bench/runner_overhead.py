@@ -31,11 +31,11 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from evaluator_fixtures import make_tiny_model, make_tiny_task  # noqa: E402
-from kubeemu import KubeEmulator  # noqa: E402
-
 from evalkube import kube, resource  # noqa: E402
 from evalkube.runner.invocation import LAUNCHER_MODULE, build_argv, child_env, parse_spec  # noqa: E402
+
+from evaluator_fixtures import make_tiny_model, make_tiny_task  # noqa: E402
+from kubeemu import KubeEmulator  # noqa: E402
 
 NAMESPACE = "bench"
 

@@ -7,7 +7,7 @@ round-trip test instead of silently vanishing. model_args keys are user data and
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from evalkube import resource
@@ -116,5 +116,5 @@ def job_info(evaljob: dict[str, Any], position_in_queue: int | None = None) -> J
 
 def now_rfc3339(precise: bool = False) -> str:
     """UTC now as Kubernetes writes times (RFC 3339, 'Z'); microseconds when order matters."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     return now.strftime("%Y-%m-%dT%H:%M:%S.%fZ" if precise else "%Y-%m-%dT%H:%M:%SZ")

@@ -21,7 +21,9 @@ def run_order_key(evaljob: dict[str, Any]) -> tuple[int, str, str]:
     """Sort key: smaller runs first."""
     metadata = evaljob["metadata"]
     priority = (evaljob.get("spec") or {}).get("priority") or 0
-    submitted = (metadata.get("annotations") or {}).get(ANNOTATION_SUBMITTED_AT) or metadata.get("creationTimestamp") or ""
+    submitted = (
+        (metadata.get("annotations") or {}).get(ANNOTATION_SUBMITTED_AT) or metadata.get("creationTimestamp") or ""
+    )
     return (-priority, submitted, metadata["name"])
 
 

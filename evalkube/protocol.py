@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from evalkube import validation
 
 
-class JobStatus(str, Enum):
+class JobStatus(str, Enum):  # noqa: UP042 - str() and format() must give the value, as upstream
     """Status of an evaluation job."""
 
     QUEUED = "queued"
@@ -31,7 +31,9 @@ class CustomTasks(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    config_map: str = Field(..., min_length=1, max_length=253, description="ConfigMap (same namespace) holding task YAML and data files")
+    config_map: str = Field(
+        ..., min_length=1, max_length=253, description="ConfigMap (same namespace) holding task YAML and data files"
+    )
 
 
 class EvaluateRequest(BaseModel):
@@ -50,13 +52,17 @@ class EvaluateRequest(BaseModel):
     log_samples: bool = Field(default=True, description="Whether to log samples")
     predict_only: bool = Field(default=False, description="Only generate predictions")
     num_gpus: int = Field(default=1, ge=0, le=64, description="Number of GPUs to use (0 = CPU only)")
-    output_dir: str | None = Field(default=None, description="Sub-directory of the artifacts volume for per-sample logs")
+    output_dir: str | None = Field(
+        default=None, description="Sub-directory of the artifacts volume for per-sample logs"
+    )
 
     # evalkube additions: all optional, so upstream clients never notice them.
     priority: int = Field(default=0, ge=-1000, le=1000, description="Higher runs first among queued jobs")
     timeout_seconds: int | None = Field(default=None, ge=1, description="Fail the job if it runs longer than this")
     image: str | None = Field(default=None, min_length=1, description="Evaluator image override")
-    resources: dict[str, dict[str, int | str]] | None = Field(default=None, description="Container resources (requests/limits)")
+    resources: dict[str, dict[str, int | str]] | None = Field(
+        default=None, description="Container resources (requests/limits)"
+    )
     node_selector: dict[str, str] | None = Field(default=None, description="Node selector for the evaluator pod")
     tolerations: list[dict[str, Any]] | None = Field(default=None, description="Tolerations for the evaluator pod")
     custom_tasks: CustomTasks | None = Field(default=None, description="Custom task definitions from a ConfigMap")

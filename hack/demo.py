@@ -26,11 +26,12 @@ sys.path.insert(0, str(REPO / "tests"))
 
 import kubernetes  # noqa: E402
 import yaml  # noqa: E402
+
+from evalkube import EvalClient, kube  # noqa: E402
+
 from evaluator_fixtures import make_tiny_model, make_tiny_task  # noqa: E402
 from harness.kubelet import FakeKubelet  # noqa: E402
 from kubeemu import KubeEmulator  # noqa: E402
-
-from evalkube import EvalClient, kube  # noqa: E402
 
 BIN = Path(sys.executable).parent
 NAMESPACE = "default"
@@ -53,10 +54,14 @@ def main() -> None:
     logs = open(work / "components.log", "wb")  # noqa: SIM115
     components = [
         subprocess.Popen([BIN / "evalkube-operator", "--namespace", NAMESPACE], env=env, stdout=logs, stderr=logs),
-        subprocess.Popen([BIN / "evalkube-api", "--port", str(port), "--namespace", NAMESPACE], env=env, stdout=logs, stderr=logs),
+        subprocess.Popen(
+            [BIN / "evalkube-api", "--port", str(port), "--namespace", NAMESPACE], env=env, stdout=logs, stderr=logs
+        ),
     ]
     api_client = kube.api_client(kubeconfig)
-    kubelet = FakeKubelet(api_client, NAMESPACE, run_containers=True, container_kubeconfig=kubeconfig, workdir=work / "pods").start()
+    kubelet = FakeKubelet(
+        api_client, NAMESPACE, run_containers=True, container_kubeconfig=kubeconfig, workdir=work / "pods"
+    ).start()
     try:
         print("training a tiny model (a few seconds) ...")
         model_dir = make_tiny_model(work / "models")
@@ -72,7 +77,9 @@ def main() -> None:
                     raise SystemExit(f"the API did not become healthy; see {work / 'components.log'}")
                 time.sleep(0.2)
             job = client.evaluate(
-                model="huggingface", tasks=[task], num_gpus=0,
+                model="huggingface",
+                tasks=[task],
+                num_gpus=0,
                 model_args={"pretrained": str(model_dir), "device_map": "cpu"},
                 custom_tasks="demo-tasks",
             )

@@ -19,8 +19,8 @@ from evalkube import resource
 
 pytest.register_assert_rewrite("harness")
 
-from harness.api_server import wait_until  # noqa: E402
 from evaluator_fixtures import make_tiny_model  # noqa: E402
+from harness.api_server import wait_until  # noqa: E402
 from harness.kubelet import FakeKubelet  # noqa: E402
 from harness.operator_process import OperatorProcess  # noqa: E402
 from kubeemu import KubeEmulator  # noqa: E402
@@ -40,13 +40,17 @@ def kubeconfigs(kube_emulator: KubeEmulator, tmp_path_factory: pytest.TempPathFa
 
 
 @pytest.fixture
-def start_operator(kubeconfigs: dict[str, str], namespace: str, tmp_path: Path) -> Iterator[Callable[..., OperatorProcess]]:
+def start_operator(
+    kubeconfigs: dict[str, str], namespace: str, tmp_path: Path
+) -> Iterator[Callable[..., OperatorProcess]]:
     """Start the real operator on the test's namespace, with EVALKUBE_* settings as keywords."""
     started: list[OperatorProcess] = []
 
     def start(**settings: Any) -> OperatorProcess:
         operator = OperatorProcess(
-            kubeconfigs["operator"], [namespace], tmp_path / f"operator-{len(started)}.log",
+            kubeconfigs["operator"],
+            [namespace],
+            tmp_path / f"operator-{len(started)}.log",
             {key: str(value) for key, value in settings.items()},
         ).start()
         started.append(operator)
@@ -98,20 +102,33 @@ class Cluster:
         """`kubectl apply` of an EvalJob; returns its name."""
         metadata = {"name": name} if name else {"generateName": "eval-"}
         body = {"apiVersion": resource.API_VERSION, "kind": resource.KIND, "metadata": metadata, "spec": spec}
-        created = self.custom.create_namespaced_custom_object(resource.GROUP, resource.VERSION, self.namespace, resource.PLURAL, body)
+        created = self.custom.create_namespaced_custom_object(
+            resource.GROUP, resource.VERSION, self.namespace, resource.PLURAL, body
+        )
         return created["metadata"]["name"]
 
     def evaljob(self, name: str) -> dict[str, Any] | None:
-        return _or_none(self.custom.get_namespaced_custom_object, resource.GROUP, resource.VERSION, self.namespace, resource.PLURAL, name)
+        return _or_none(
+            self.custom.get_namespaced_custom_object,
+            resource.GROUP,
+            resource.VERSION,
+            self.namespace,
+            resource.PLURAL,
+            name,
+        )
 
     def status(self, name: str) -> dict[str, Any]:
         return (self.evaljob(name) or {}).get("status") or {}
 
     def patch_spec(self, name: str, spec: dict[str, Any]) -> None:
-        self.custom.patch_namespaced_custom_object(resource.GROUP, resource.VERSION, self.namespace, resource.PLURAL, name, {"spec": spec})
+        self.custom.patch_namespaced_custom_object(
+            resource.GROUP, resource.VERSION, self.namespace, resource.PLURAL, name, {"spec": spec}
+        )
 
     def delete(self, name: str) -> None:
-        self.custom.delete_namespaced_custom_object(resource.GROUP, resource.VERSION, self.namespace, resource.PLURAL, name)
+        self.custom.delete_namespaced_custom_object(
+            resource.GROUP, resource.VERSION, self.namespace, resource.PLURAL, name
+        )
 
     def job(self, name: str) -> Any | None:
         return _or_none(self.batch.read_namespaced_job, name, self.namespace)
@@ -125,8 +142,11 @@ class Cluster:
         return wait_until(check, what, timeout)
 
     def wait_phase(self, name: str, phase: str, timeout: float = 20.0) -> dict[str, Any]:
-        return self.wait(lambda: self.status(name) if self.status(name).get("phase") == phase else None,
-                         timeout, f"EvalJob {name} to be {phase} (now {self.status(name)})")
+        return self.wait(
+            lambda: self.status(name) if self.status(name).get("phase") == phase else None,
+            timeout,
+            f"EvalJob {name} to be {phase} (now {self.status(name)})",
+        )
 
 
 def _or_none(read: Callable[..., Any], *args: Any) -> Any | None:

@@ -16,15 +16,23 @@ from collections.abc import Iterator
 from typing import Any
 
 ALLOWED_VOLUME_TYPES = frozenset(
-    {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
-     "projected", "secret"})
+    {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret"}
+)
 SAFE_SYSCTLS = frozenset(
-    {"kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range", "net.ipv4.ip_unprivileged_port_start",
-     "net.ipv4.tcp_syncookies", "net.ipv4.ping_group_range", "net.ipv4.ip_local_reserved_ports",
-     "net.ipv4.tcp_keepalive_time", "net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_keepalive_intvl",
-     "net.ipv4.tcp_keepalive_probes"})
-ALLOWED_SELINUX_TYPES = frozenset(
-    {"", "container_t", "container_init_t", "container_kvm_t", "container_engine_t"})
+    {
+        "kernel.shm_rmid_forced",
+        "net.ipv4.ip_local_port_range",
+        "net.ipv4.ip_unprivileged_port_start",
+        "net.ipv4.tcp_syncookies",
+        "net.ipv4.ping_group_range",
+        "net.ipv4.ip_local_reserved_ports",
+        "net.ipv4.tcp_keepalive_time",
+        "net.ipv4.tcp_fin_timeout",
+        "net.ipv4.tcp_keepalive_intvl",
+        "net.ipv4.tcp_keepalive_probes",
+    }
+)
+ALLOWED_SELINUX_TYPES = frozenset({"", "container_t", "container_init_t", "container_kvm_t", "container_engine_t"})
 ALLOWED_PROFILE_TYPES = frozenset({"RuntimeDefault", "Localhost"})  # seccomp and AppArmor
 
 
@@ -88,8 +96,9 @@ def violations(pod_spec: dict[str, Any]) -> list[str]:
         if not (pod_non_root or sc.get("runAsNonRoot") is True):
             found.append(f"{where}: runAsNonRoot must be true (on the pod or the container)")
         if not (pod_seccomp or (sc.get("seccompProfile") or {}).get("type") in ALLOWED_PROFILE_TYPES):
-            found.append(f"{where}: seccompProfile.type must be RuntimeDefault or Localhost"
-                         " (on the pod or the container)")
+            found.append(
+                f"{where}: seccompProfile.type must be RuntimeDefault or Localhost (on the pod or the container)"
+            )
         caps = sc.get("capabilities") or {}
         if "ALL" not in (caps.get("drop") or []):
             found.append(f"{where}.securityContext.capabilities.drop must contain ALL")

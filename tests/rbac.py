@@ -19,7 +19,8 @@ def _bound_to(binding: dict[str, Any], service_account: str, namespace: str | No
         subject.get("kind") == "ServiceAccount"
         and subject.get("name") == service_account
         and (namespace is None or subject.get("namespace") == namespace)
-        for subject in binding.get("subjects") or [])
+        for subject in binding.get("subjects") or []
+    )
 
 
 def rules_from_manifests(
@@ -31,8 +32,11 @@ def rules_from_manifests(
     cluster-wide (bound by a ClusterRoleBinding). Non-resource URL rules are left out.
     """
     docs = [d for d in docs if d]
-    roles = {(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]): d
-             for d in docs if d["kind"] in ("Role", "ClusterRole")}
+    roles = {
+        (d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]): d
+        for d in docs
+        if d["kind"] in ("Role", "ClusterRole")
+    }
     rules: list[Rule] = []
     for binding in docs:
         if binding["kind"] not in ("RoleBinding", "ClusterRoleBinding"):
@@ -44,10 +48,10 @@ def rules_from_manifests(
         role_ns = scope if ref["kind"] == "Role" else None
         role = roles.get((ref["kind"], role_ns, ref["name"]))
         if role is None:
-            raise LookupError(f"{binding['kind']} {binding['metadata']['name']} refers to missing "
-                              f"{ref['kind']} {ref['name']}")
-        rules.extend({**rule, "namespace": scope}
-                     for rule in role.get("rules") or [] if "resources" in rule)
+            raise LookupError(
+                f"{binding['kind']} {binding['metadata']['name']} refers to missing {ref['kind']} {ref['name']}"
+            )
+        rules.extend({**rule, "namespace": scope} for rule in role.get("rules") or [] if "resources" in rule)
     return rules
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import httpx
 import kubernetes
 import pytest
@@ -11,6 +10,7 @@ from evalkube import kube, resource
 from evalkube.api.cache import WatchCache
 from evalkube.api.evaljobs import EvalJobs
 from evalkube.api.settings import ApiSettings
+
 from harness.api_server import ApiServer, evaljob_manifest, set_status, wait_until
 from kubeemu import KubeEmulator
 

@@ -8,6 +8,7 @@ import kubernetes
 import pytest
 
 from evalkube import resource
+
 from harness.api_server import wait_until
 
 pytestmark = pytest.mark.timeout(60)

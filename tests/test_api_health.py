@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from evalkube.api.settings import ApiSettings
+
 from harness.api_server import ApiServer, wait_until
 
 pytestmark = pytest.mark.timeout(60)

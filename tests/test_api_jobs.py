@@ -12,6 +12,7 @@ import kubernetes
 import pytest
 
 from evalkube import resource
+
 from harness.api_server import evaljob_manifest, set_status, wait_until
 
 pytestmark = pytest.mark.timeout(60)

@@ -6,6 +6,7 @@ import kubernetes
 import pytest
 
 from evalkube import resource
+
 from harness.api_server import evaljob_manifest, set_status, wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -14,7 +15,9 @@ pytestmark = pytest.mark.timeout(60)
 def test_metrics_count_evaljobs_by_status(http, kube_client, namespace) -> None:
     custom = kubernetes.client.CustomObjectsApi(kube_client)
     for name in ("a", "b", "c"):
-        custom.create_namespaced_custom_object(resource.GROUP, resource.VERSION, namespace, resource.PLURAL, evaljob_manifest(name))
+        custom.create_namespaced_custom_object(
+            resource.GROUP, resource.VERSION, namespace, resource.PLURAL, evaljob_manifest(name)
+        )
     set_status(kube_client, namespace, "b", phase="Running")
     set_status(kube_client, namespace, "c", phase="Failed", error="boom")
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime, UTC
+from datetime import UTC, datetime
 
 import kubernetes
 import pytest
 
 from evalkube import resource
+
 from harness.api_server import evaljob_manifest, set_status, wait_until
 
 pytestmark = pytest.mark.timeout(60)

@@ -42,8 +42,7 @@ POD_TEMPLATE_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
 
 
 def helm(key: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(tools.path(key)), *args], capture_output=True, text=True,
-                          check=check, cwd=REPO)
+    return subprocess.run([str(tools.path(key)), *args], capture_output=True, text=True, check=check, cwd=REPO)
 
 
 def value_args(value_set: str) -> list[str]:
@@ -53,8 +52,7 @@ def value_args(value_set: str) -> list[str]:
 @functools.cache
 def render_text(helm_key: str = "helm4", *args: str) -> str:
     """`helm template` output for release ek in namespace evalkube, CRDs included."""
-    return helm(helm_key, "template", RELEASE, str(CHART), "--namespace", NAMESPACE,
-                "--include-crds", *args).stdout
+    return helm(helm_key, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--include-crds", *args).stdout
 
 
 def render(*args: str) -> list[dict[str, Any]]:
@@ -66,8 +64,9 @@ def find(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> list
 
 
 def deployment(docs: list[dict[str, Any]], component: str) -> dict[str, Any]:
-    (found,) = [d for d in find(docs, "Deployment")
-                if d["metadata"]["labels"]["app.kubernetes.io/component"] == component]
+    (found,) = [
+        d for d in find(docs, "Deployment") if d["metadata"]["labels"]["app.kubernetes.io/component"] == component
+    ]
     return found
 
 
@@ -85,6 +84,7 @@ def env(ctr: dict[str, Any]) -> dict[str, Any]:
 
 # --- helm itself ------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("value_set", VALUE_SETS)
 @pytest.mark.parametrize("helm_key", HELMS)
 def test_helm_lint_strict(helm_key: str, value_set: str) -> None:
@@ -98,8 +98,13 @@ def test_helm_package_holds_crds_schema_and_readme(helm_key: str, tmp_path: Path
     (package,) = tmp_path.glob("evalkube-*.tgz")
     with tarfile.open(package) as tar:
         names = set(tar.getnames())
-    for name in ("crds/evaljob.yaml", "crds/kopf-peering.yaml", "values.schema.json", "README.md",
-                 "templates/NOTES.txt"):
+    for name in (
+        "crds/evaljob.yaml",
+        "crds/kopf-peering.yaml",
+        "values.schema.json",
+        "README.md",
+        "templates/NOTES.txt",
+    ):
         assert f"evalkube/{name}" in names
 
 
@@ -109,6 +114,7 @@ def test_helm3_and_helm4_render_identical_bytes(value_set: str) -> None:
 
 
 # --- every rendered manifest is valid Kubernetes and runs restricted pods -----------------------
+
 
 @pytest.mark.parametrize("value_set", VALUE_SETS)
 @pytest.mark.parametrize("version", K8S_VERSIONS)
@@ -133,16 +139,18 @@ def test_strict_validation_catches_an_unknown_field() -> None:
 
 @pytest.mark.parametrize("value_set", VALUE_SETS)
 def test_every_pod_meets_the_restricted_pod_security_standard(value_set: str) -> None:
-    pods = [(d["kind"], d["metadata"]["name"], d["spec"]["template"]["spec"])
-            for d in render(*value_args(value_set)) if d["kind"] in POD_TEMPLATE_KINDS]
+    pods = [
+        (d["kind"], d["metadata"]["name"], d["spec"]["template"]["spec"])
+        for d in render(*value_args(value_set))
+        if d["kind"] in POD_TEMPLATE_KINDS
+    ]
     assert pods
     for kind, name, spec in pods:
         assert pss.violations(spec) == [], f"{kind}/{name}"
 
 
 def test_a_weakened_security_context_reaches_the_pods_and_is_caught() -> None:
-    docs = render("--set", "securityContext.allowPrivilegeEscalation=true",
-                  "--set", "podSecurityContext.runAsUser=0")
+    docs = render("--set", "securityContext.allowPrivilegeEscalation=true", "--set", "podSecurityContext.runAsUser=0")
     for component in ("api", "operator"):
         found = pss.violations(deployment(docs, component)["spec"]["template"]["spec"])
         assert any("allowPrivilegeEscalation" in v for v in found)
@@ -159,16 +167,20 @@ def test_every_container_has_a_read_only_root_filesystem_and_resources() -> None
 
 # --- values: schema, documentation ------------------------------------------------------------
 
+
 @pytest.mark.parametrize("helm_key", HELMS)
-@pytest.mark.parametrize(("args", "error"), [
-    (["--set", "operator.replicas=two"], "/operator/replicas"),
-    (["--set-json", 'evaluator.nodeSelector={"gpu": true}'], "/evaluator/nodeSelector/gpu"),
-    (["--set-json", "watchNamespaces=\"team-a\""], "/watchNamespaces"),
-    (["--set", "evaluator.image.pullPolicy=Sometimes"], "/evaluator/image/pullPolicy"),
-    (["--set", "replicas=2"], "additional properties 'replicas'"),
-    (["--set", "api.ingress.hostname=x"], "additional properties 'hostname'"),
-    (["--set", "operator.resources.limit.cpu=1"], "additional properties 'limit'"),
-])
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["--set", "operator.replicas=two"], "/operator/replicas"),
+        (["--set-json", 'evaluator.nodeSelector={"gpu": true}'], "/evaluator/nodeSelector/gpu"),
+        (["--set-json", 'watchNamespaces="team-a"'], "/watchNamespaces"),
+        (["--set", "evaluator.image.pullPolicy=Sometimes"], "/evaluator/image/pullPolicy"),
+        (["--set", "replicas=2"], "additional properties 'replicas'"),
+        (["--set", "api.ingress.hostname=x"], "additional properties 'hostname'"),
+        (["--set", "operator.resources.limit.cpu=1"], "additional properties 'limit'"),
+    ],
+)
 def test_schema_rejects_wrong_types_and_unknown_keys(helm_key: str, args: list[str], error: str) -> None:
     result = helm(helm_key, "template", RELEASE, str(CHART), *args, check=False)
     assert result.returncode != 0
@@ -180,8 +192,7 @@ def value_paths(values: dict[str, Any], prefix: str = "") -> list[str]:
     paths = []
     for key, value in values.items():
         path = prefix + key
-        if isinstance(value, dict) and value and key not in {"resources", "podSecurityContext",
-                                                              "securityContext"}:
+        if isinstance(value, dict) and value and key not in {"resources", "podSecurityContext", "securityContext"}:
             paths.extend(value_paths(value, path + "."))
         else:
             paths.append(path)
@@ -228,10 +239,12 @@ def test_every_values_key_is_typed_in_the_schema() -> None:
 
 # --- the chart's parts ------------------------------------------------------------------------
 
+
 def test_chart_crd_is_the_repository_crd() -> None:
     chart_crd = (CHART / "crds" / "evaljob.yaml").read_text()
     assert chart_crd == (REPO / "crds" / "evaljob.yaml").read_text(), (
-        "charts/evalkube/crds/evaljob.yaml differs from crds/evaljob.yaml: run `make crds`")
+        "charts/evalkube/crds/evaljob.yaml differs from crds/evaljob.yaml: run `make crds`"
+    )
 
 
 def test_crds_are_rendered_with_the_chart() -> None:
@@ -247,7 +260,8 @@ def test_images_default_to_the_app_version_which_is_the_package_version() -> Non
     assert container(docs, "api")["image"] == f"ghcr.io/evalkube/evalkube:{chart['appVersion']}"
     assert container(docs, "operator")["image"] == f"ghcr.io/evalkube/evalkube:{chart['appVersion']}"
     assert env(container(docs, "operator"))["EVALKUBE_EVALUATOR_IMAGE"] == (
-        f"ghcr.io/evalkube/evaluator:{chart['appVersion']}")
+        f"ghcr.io/evalkube/evaluator:{chart['appVersion']}"
+    )
 
 
 def test_operator_env_defaults() -> None:
@@ -271,8 +285,9 @@ def test_operator_settings_parse_the_rendered_env(monkeypatch: pytest.MonkeyPatc
     """The chart and evalkube's OperatorSettings agree on every EVALKUBE_* variable."""
     from evalkube.operator.settings import OperatorSettings
 
-    docs = render("-f", str(CHART / "ci" / "kueue-storage-values.yaml"),
-                  "-f", str(CHART / "ci" / "namespaced-values.yaml"))
+    docs = render(
+        "-f", str(CHART / "ci" / "kueue-storage-values.yaml"), "-f", str(CHART / "ci" / "namespaced-values.yaml")
+    )
     variables = {k: v for k, v in env(container(docs, "operator")).items() if k.startswith("EVALKUBE_")}
     fields = {f"EVALKUBE_{name.upper()}" for name in OperatorSettings.model_fields}
     assert set(variables) <= fields
@@ -287,8 +302,7 @@ def test_operator_settings_parse_the_rendered_env(monkeypatch: pytest.MonkeyPatc
     assert settings.shm_size == "16Gi"
     assert settings.node_selector == {"nvidia.com/gpu.present": "true"}
     assert settings.tolerations == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
-    assert settings.default_resources == {"requests": {"cpu": "4", "memory": "32Gi"},
-                                          "limits": {"memory": "64Gi"}}
+    assert settings.default_resources == {"requests": {"cpu": "4", "memory": "32Gi"}, "limits": {"memory": "64Gi"}}
     assert settings.max_completed_jobs == 1_000_000
     assert settings.max_running == 8
     assert settings.evaluator_service_account == f"{FULLNAME}-evaluator"
@@ -308,7 +322,9 @@ def test_custom_images_and_pull_secrets_reach_every_pod() -> None:
     assert operator_env["EVALKUBE_EVALUATOR_SERVICE_ACCOUNT"] == "eval-runner"
     assert operator_env["EVALKUBE_EXTRA"] == "1"
     assert {(sa["metadata"]["namespace"]) for sa in find(docs, "ServiceAccount", "eval-runner")} == {
-        NAMESPACE, "research"}
+        NAMESPACE,
+        "research",
+    }
     assert not find(docs, "Job")  # catalog disabled
 
 
@@ -316,8 +332,12 @@ def test_api_env_and_probes() -> None:
     docs = render()
     api = container(docs, "api")
     assert api["command"] == ["evalkube-api"]
-    assert env(api) == {"EVALKUBE_API_HOST": "0.0.0.0", "EVALKUBE_API_PORT": "8000",
-                        "EVALKUBE_API_NAMESPACE": NAMESPACE, "EVALKUBE_CATALOG_CONFIGMAP": "evalkube-catalog"}
+    assert env(api) == {
+        "EVALKUBE_API_HOST": "0.0.0.0",
+        "EVALKUBE_API_PORT": "8000",
+        "EVALKUBE_API_NAMESPACE": NAMESPACE,
+        "EVALKUBE_CATALOG_CONFIGMAP": "evalkube-catalog",
+    }
     assert api["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
     for probe in ("readinessProbe", "livenessProbe"):
         assert api[probe]["httpGet"] == {"path": "/health", "port": "http"}
@@ -330,13 +350,23 @@ def test_api_settings_parse_the_rendered_env(monkeypatch: pytest.MonkeyPatch) ->
     """The chart and evalkube's ApiSettings agree on every variable the chart sets."""
     from evalkube.api.settings import ApiSettings
 
-    docs = render("-f", str(CHART / "ci" / "namespaced-values.yaml"), "--set", "api.port=9000",
-                  "--set", "api.catalogConfigMap=my-catalog")
+    docs = render(
+        "-f",
+        str(CHART / "ci" / "namespaced-values.yaml"),
+        "--set",
+        "api.port=9000",
+        "--set",
+        "api.catalogConfigMap=my-catalog",
+    )
     for key, value in env(container(docs, "api")).items():
         monkeypatch.setenv(key, value)
     settings = ApiSettings()
     assert (settings.host, settings.port, settings.namespace, settings.catalog_configmap) == (
-        "0.0.0.0", 9000, "team-a", "my-catalog")
+        "0.0.0.0",
+        9000,
+        "team-a",
+        "my-catalog",
+    )
 
 
 def test_api_namespace_may_differ_from_the_release_namespace() -> None:
@@ -347,8 +377,17 @@ def test_api_namespace_may_differ_from_the_release_namespace() -> None:
 
 
 def test_watch_namespaces_must_include_the_api_namespace() -> None:
-    result = helm("helm4", "template", RELEASE, str(CHART), "--namespace", NAMESPACE,
-                  "--set", "watchNamespaces={team-a}", check=False)
+    result = helm(
+        "helm4",
+        "template",
+        RELEASE,
+        str(CHART),
+        "--namespace",
+        NAMESPACE,
+        "--set",
+        "watchNamespaces={team-a}",
+        check=False,
+    )
     assert result.returncode != 0
     assert "must contain the API's namespace" in result.stderr
 
@@ -394,7 +433,8 @@ def test_catalog_hook_job() -> None:
     (job,) = find(render(), "Job")
     assert job["metadata"]["annotations"] == {
         "helm.sh/hook": "post-install,post-upgrade",
-        "helm.sh/hook-delete-policy": "before-hook-creation,hook-succeeded"}
+        "helm.sh/hook-delete-policy": "before-hook-creation,hook-succeeded",
+    }
     spec = job["spec"]["template"]["spec"]
     assert spec["serviceAccountName"] == f"{FULLNAME}-evaluator"
     assert spec["securityContext"]["runAsUser"] == DEFAULT_VALUES["evaluator"]["uid"]
@@ -402,7 +442,11 @@ def test_catalog_hook_job() -> None:
     (ctr,) = spec["containers"]
     assert ctr["image"] == "ghcr.io/evalkube/evaluator:0.1.0"
     assert ctr["command"] + ctr["args"] == [
-        "evalkube-runner", "catalog", "--configmap=evalkube-catalog", f"--namespace={NAMESPACE}"]
+        "evalkube-runner",
+        "catalog",
+        "--configmap=evalkube-catalog",
+        f"--namespace={NAMESPACE}",
+    ]
 
 
 def test_evaluator_uid_is_the_evaluator_images_user_and_the_operators() -> None:
@@ -431,7 +475,7 @@ def test_ingress_and_service_monitor() -> None:
 
 def test_notes_tell_how_to_reach_the_api_and_submit() -> None:
     out = helm("helm4", "install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=client").stdout
-    notes = out[out.index("NOTES:"):]
+    notes = out[out.index("NOTES:") :]
     assert f"kubectl -n {NAMESPACE} port-forward svc/{FULLNAME}-api 8000:80" in notes
     assert "curl -s -X POST $EVALKUBE_URL/evaluate" in notes
     assert f"kubectl -n {NAMESPACE} get ej" in notes

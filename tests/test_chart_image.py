@@ -72,8 +72,22 @@ def test_the_copied_sources_build_the_package_with_both_console_scripts(tmp_path
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(REPO / source, target)
-    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", *build_isolation_args(),
-                            "--wheel-dir", str(tmp_path / "dist"), str(src)], capture_output=True, text=True)
+    build = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            *build_isolation_args(),
+            "--wheel-dir",
+            str(tmp_path / "dist"),
+            str(src),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert build.returncode == 0, build.stdout + build.stderr
     (wheel,) = (tmp_path / "dist").glob("evalkube-*.whl")
     with zipfile.ZipFile(wheel) as whl:
@@ -94,7 +108,7 @@ def test_the_base_install_leaves_out_the_evaluator() -> None:
 def test_image_runs_as_the_non_root_user_the_chart_expects() -> None:
     values = yaml.safe_load((REPO / "charts" / "evalkube" / "values.yaml").read_text())
     uid, gid = values["podSecurityContext"]["runAsUser"], values["podSecurityContext"]["runAsGroup"]
-    final_stage = DOCKERFILE[DOCKERFILE.rindex("\nFROM "):]
+    final_stage = DOCKERFILE[DOCKERFILE.rindex("\nFROM ") :]
     assert re.findall(r"^USER (.+)$", final_stage, re.MULTILINE) == [f"{uid}:{gid}"]
     assert f"--uid {uid}" in final_stage  # a passwd entry: getpass.getuser() works
     assert re.search(r'^CMD \["', final_stage, re.MULTILINE)  # exec form: no shell at run time

@@ -16,18 +16,32 @@ from pss import violations
 
 def compliant() -> dict[str, Any]:
     return {
-        "securityContext": {"runAsNonRoot": True, "runAsUser": 65532,
-                            "seccompProfile": {"type": "RuntimeDefault"}},
-        "initContainers": [{"name": "init", "image": "x",
-                            "securityContext": {"allowPrivilegeEscalation": False,
-                                                "capabilities": {"drop": ["ALL"]}}}],
-        "containers": [{"name": "main", "image": "x", "ports": [{"containerPort": 80}],
-                        "securityContext": {"allowPrivilegeEscalation": False,
-                                            "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]},
-                                            "appArmorProfile": {"type": "RuntimeDefault"},
-                                            "seLinuxOptions": {"type": "container_t"}}}],
-        "volumes": [{"name": "tmp", "emptyDir": {}}, {"name": "cfg", "configMap": {"name": "c"}},
-                    {"name": "data", "persistentVolumeClaim": {"claimName": "d"}}],
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}},
+        "initContainers": [
+            {
+                "name": "init",
+                "image": "x",
+                "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+            }
+        ],
+        "containers": [
+            {
+                "name": "main",
+                "image": "x",
+                "ports": [{"containerPort": 80}],
+                "securityContext": {
+                    "allowPrivilegeEscalation": False,
+                    "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]},
+                    "appArmorProfile": {"type": "RuntimeDefault"},
+                    "seLinuxOptions": {"type": "container_t"},
+                },
+            }
+        ],
+        "volumes": [
+            {"name": "tmp", "emptyDir": {}},
+            {"name": "cfg", "configMap": {"name": "c"}},
+            {"name": "data", "persistentVolumeClaim": {"claimName": "d"}},
+        ],
     }
 
 
@@ -42,6 +56,7 @@ def set_in(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
         for key in parents:
             node = node[int(key)] if isinstance(node, list) else node.setdefault(key, {})
         node[last] = value
+
     return mutate
 
 
@@ -60,18 +75,24 @@ BREAKS: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
     "SELinux user": (set_in("securityContext.seLinuxOptions.user", "root"), "seLinuxOptions.user"),
     "proc mount": (set_in("containers.0.securityContext.procMount", "Unmasked"), "procMount"),
     "seccomp unconfined in a container": (
-        set_in("containers.0.securityContext.seccompProfile.type", "Unconfined"), "seccompProfile"),
+        set_in("containers.0.securityContext.seccompProfile.type", "Unconfined"),
+        "seccompProfile",
+    ),
     "no seccomp anywhere": (lambda s: s["securityContext"].pop("seccompProfile"), "seccompProfile"),
     "unsafe sysctl": (set_in("securityContext.sysctls", [{"name": "kernel.msgmax", "value": "1"}]), "kernel.msgmax"),
     "host process": (set_in("securityContext.windowsOptions.hostProcess", True), "hostProcess"),
-    "escalation allowed": (set_in("containers.0.securityContext.allowPrivilegeEscalation", True),
-                           "allowPrivilegeEscalation"),
+    "escalation allowed": (
+        set_in("containers.0.securityContext.allowPrivilegeEscalation", True),
+        "allowPrivilegeEscalation",
+    ),
     "escalation unset": (lambda s: main(s).pop("allowPrivilegeEscalation"), "allowPrivilegeEscalation"),
     "root allowed in a container": (set_in("containers.0.securityContext.runAsNonRoot", False), "runAsNonRoot"),
     "runAsNonRoot nowhere": (lambda s: s["securityContext"].pop("runAsNonRoot"), "runAsNonRoot"),
     "UID 0": (set_in("initContainers.0.securityContext.runAsUser", 0), "runAsUser"),
-    "ephemeral container too": (lambda s: s.setdefault("ephemeralContainers", []).append(
-        {"name": "debug", "image": "x"}), "ephemeralContainers[debug]"),
+    "ephemeral container too": (
+        lambda s: s.setdefault("ephemeralContainers", []).append({"name": "debug", "image": "x"}),
+        "ephemeralContainers[debug]",
+    ),
 }
 
 
@@ -83,8 +104,9 @@ def test_container_level_settings_satisfy_the_pod_level_rules() -> None:
     spec = compliant()
     del spec["securityContext"]
     for ctr in spec["initContainers"] + spec["containers"]:
-        ctr["securityContext"].update(runAsNonRoot=True, seccompProfile={"type": "Localhost",
-                                                                         "localhostProfile": "p.json"})
+        ctr["securityContext"].update(
+            runAsNonRoot=True, seccompProfile={"type": "Localhost", "localhostProfile": "p.json"}
+        )
     assert violations(spec) == []
 
 

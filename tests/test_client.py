@@ -12,6 +12,7 @@ import kubernetes
 import pytest
 
 from evalkube import AsyncEvalClient, EvalClient, EvalServerError, JobCancelledError, JobFailedError, resource
+
 from harness.api_server import set_status, wait_until
 
 pytestmark = pytest.mark.timeout(60)

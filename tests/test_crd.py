@@ -7,13 +7,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from crd_schema import ROOT, errors, load_crd, openapi_schema
 from evalkube import resource, validation
+
+from crd_schema import ROOT, errors, load_crd, openapi_schema
 
 
 def evaljob(**spec: object) -> dict:
-    return {"apiVersion": resource.API_VERSION, "kind": resource.KIND, "metadata": {"name": "x"},
-            "spec": {"model": "huggingface", "tasks": ["mme"], **spec}}
+    return {
+        "apiVersion": resource.API_VERSION,
+        "kind": resource.KIND,
+        "metadata": {"name": "x"},
+        "spec": {"model": "huggingface", "tasks": ["mme"], **spec},
+    }
 
 
 def test_names_match_the_code() -> None:
@@ -29,7 +34,9 @@ def test_names_match_the_code() -> None:
 
 
 def test_printer_columns_show_phase_model_tasks_and_age() -> None:
-    columns = {column["name"]: column["jsonPath"] for column in load_crd()["spec"]["versions"][0]["additionalPrinterColumns"]}
+    columns = {
+        column["name"]: column["jsonPath"] for column in load_crd()["spec"]["versions"][0]["additionalPrinterColumns"]
+    }
     assert columns["Phase"] == ".status.phase"
     assert columns["Model"] == ".spec.model"
     assert columns["Tasks"] == ".spec.tasks"
@@ -47,34 +54,52 @@ def test_token_pattern_is_the_shared_validation_rule() -> None:
     assert spec["tasks"]["items"]["pattern"] == validation.SAFE_TOKEN_PATTERN
 
 
-@pytest.mark.parametrize("spec", [
-    {},
-    {"modelArgs": {"pretrained": "Qwen/Qwen2.5-VL-7B-Instruct", "max_pixels": 12845056, "use_flash": True}},
-    {"batchSize": 8}, {"batchSize": "auto:4"}, {"limit": 0.5}, {"limit": 100}, {"numGpus": 0},
-    {"numFewshot": 5, "genKwargs": "temperature=0,max_new_tokens=64", "logSamples": False, "predictOnly": True},
-    {"priority": 10, "timeoutSeconds": 3600, "image": "eval:2", "resources": {"limits": {"memory": "64Gi", "cpu": 8}}},
-    {"nodeSelector": {"pool": "h100"}, "tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}]},
-    {"customTasks": {"configMap": "my-tasks"}, "allowOnline": True, "cancelRequested": True},
-])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {},
+        {"modelArgs": {"pretrained": "Qwen/Qwen2.5-VL-7B-Instruct", "max_pixels": 12845056, "use_flash": True}},
+        {"batchSize": 8},
+        {"batchSize": "auto:4"},
+        {"limit": 0.5},
+        {"limit": 100},
+        {"numGpus": 0},
+        {"numFewshot": 5, "genKwargs": "temperature=0,max_new_tokens=64", "logSamples": False, "predictOnly": True},
+        {
+            "priority": 10,
+            "timeoutSeconds": 3600,
+            "image": "eval:2",
+            "resources": {"limits": {"memory": "64Gi", "cpu": 8}},
+        },
+        {
+            "nodeSelector": {"pool": "h100"},
+            "tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        },
+        {"customTasks": {"configMap": "my-tasks"}, "allowOnline": True, "cancelRequested": True},
+    ],
+)
 def test_valid_specs_are_accepted(spec: dict) -> None:
     assert errors(evaljob(**spec)) == []
 
 
-@pytest.mark.parametrize(("manifest", "field"), [
-    ({"apiVersion": "evalkube.dev/v1alpha1", "kind": "EvalJob", "metadata": {}}, ""),
-    ({"spec": {"tasks": ["mme"]}}, "spec"),
-    ({"spec": {"model": "hf"}}, "spec"),
-    (evaljob(tasks=[]), "spec.tasks"),
-    (evaljob(tasks=["mme,mmmu_val"]), "spec.tasks.0"),
-    (evaljob(model="--tasks"), "spec.model"),
-    (evaljob(numGpus=-1), "spec.numGpus"),
-    (evaljob(limit=0), "spec.limit"),
-    (evaljob(batchSize=1.5), "spec.batchSize"),
-    (evaljob(numFewshot="five"), "spec.numFewshot"),
-    (evaljob(timeoutSeconds=0), "spec.timeoutSeconds"),
-    (evaljob(logSamples="yes"), "spec.logSamples"),
-    (evaljob(customTasks={}), "spec.customTasks"),
-])
+@pytest.mark.parametrize(
+    ("manifest", "field"),
+    [
+        ({"apiVersion": "evalkube.dev/v1alpha1", "kind": "EvalJob", "metadata": {}}, ""),
+        ({"spec": {"tasks": ["mme"]}}, "spec"),
+        ({"spec": {"model": "hf"}}, "spec"),
+        (evaljob(tasks=[]), "spec.tasks"),
+        (evaljob(tasks=["mme,mmmu_val"]), "spec.tasks.0"),
+        (evaljob(model="--tasks"), "spec.model"),
+        (evaljob(numGpus=-1), "spec.numGpus"),
+        (evaljob(limit=0), "spec.limit"),
+        (evaljob(batchSize=1.5), "spec.batchSize"),
+        (evaljob(numFewshot="five"), "spec.numFewshot"),
+        (evaljob(timeoutSeconds=0), "spec.timeoutSeconds"),
+        (evaljob(logSamples="yes"), "spec.logSamples"),
+        (evaljob(customTasks={}), "spec.customTasks"),
+    ],
+)
 def test_invalid_specs_are_rejected_naming_the_field(manifest: dict, field: str) -> None:
     found = errors(manifest)
     assert found, "expected a schema violation"

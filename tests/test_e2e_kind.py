@@ -20,8 +20,12 @@ SCRIPTS = sorted((tools.REPO / "hack").glob("*.sh"))
 
 def test_scripts_are_shellcheck_clean() -> None:
     assert SCRIPTS
-    result = subprocess.run([str(tools.path("shellcheck")), "--external-sources", *map(str, SCRIPTS)],
-                            capture_output=True, text=True, cwd=tools.REPO)
+    result = subprocess.run(
+        [str(tools.path("shellcheck")), "--external-sources", *map(str, SCRIPTS)],
+        capture_output=True,
+        text=True,
+        cwd=tools.REPO,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -3,6 +3,7 @@
 Each behaviour is checked the way evalkube's components will exercise it:
 typed CoreV1Api/BatchV1Api, CustomObjectsApi, ApiextensionsV1Api and Watch.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,44 +34,66 @@ WIDGET_CRD: dict[str, Any] = {
     "spec": {
         "group": GROUP,
         "scope": "Namespaced",
-        "names": {"plural": PLURAL, "singular": "widget", "kind": "Widget", "shortNames": ["wd"],
-                  "categories": ["all"]},
-        "versions": [{
-            "name": VERSION, "served": True, "storage": True,
-            "subresources": {"status": {}},
-            "schema": {"openAPIV3Schema": {
-                "type": "object",
-                "properties": {
-                    "spec": {
+        "names": {
+            "plural": PLURAL,
+            "singular": "widget",
+            "kind": "Widget",
+            "shortNames": ["wd"],
+            "categories": ["all"],
+        },
+        "versions": [
+            {
+                "name": VERSION,
+                "served": True,
+                "storage": True,
+                "subresources": {"status": {}},
+                "schema": {
+                    "openAPIV3Schema": {
                         "type": "object",
-                        "required": ["size"],
                         "properties": {
-                            "size": {"type": "integer", "minimum": 1, "maximum": 10},
-                            "ratio": {"type": "number", "minimum": 0, "exclusiveMinimum": True},
-                            "name": {"type": "string", "minLength": 2, "maxLength": 8, "pattern": "^[a-z]+$"},
-                            "mode": {"type": "string", "enum": ["fast", "slow"], "default": "fast"},
-                            "tags": {"type": "array", "minItems": 1, "maxItems": 3, "items": {"type": "string"}},
-                            "port": {"x-kubernetes-int-or-string": True},
-                            "enabled": {"type": "boolean"},
-                            "extra": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
-                            "limits": {"type": "object", "additionalProperties": {"type": "integer"}},
-                            "nested": {"type": "object", "default": {},
-                                       "properties": {"depth": {"type": "integer", "default": 3}}},
+                            "spec": {
+                                "type": "object",
+                                "required": ["size"],
+                                "properties": {
+                                    "size": {"type": "integer", "minimum": 1, "maximum": 10},
+                                    "ratio": {"type": "number", "minimum": 0, "exclusiveMinimum": True},
+                                    "name": {"type": "string", "minLength": 2, "maxLength": 8, "pattern": "^[a-z]+$"},
+                                    "mode": {"type": "string", "enum": ["fast", "slow"], "default": "fast"},
+                                    "tags": {
+                                        "type": "array",
+                                        "minItems": 1,
+                                        "maxItems": 3,
+                                        "items": {"type": "string"},
+                                    },
+                                    "port": {"x-kubernetes-int-or-string": True},
+                                    "enabled": {"type": "boolean"},
+                                    "extra": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                                    "limits": {"type": "object", "additionalProperties": {"type": "integer"}},
+                                    "nested": {
+                                        "type": "object",
+                                        "default": {},
+                                        "properties": {"depth": {"type": "integer", "default": 3}},
+                                    },
+                                },
+                            },
+                            "status": {
+                                "type": "object",
+                                "properties": {
+                                    "phase": {"type": "string", "enum": ["Pending", "Done"]},
+                                    "count": {"type": "integer"},
+                                },
+                            },
                         },
-                    },
-                    "status": {
-                        "type": "object",
-                        "properties": {"phase": {"type": "string", "enum": ["Pending", "Done"]},
-                                       "count": {"type": "integer"}},
-                    },
+                    }
                 },
-            }},
-        }],
+            }
+        ],
     },
 }
 
 
 # ---- fixtures ------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def emu() -> Iterator[KubeEmulator]:
@@ -111,6 +134,7 @@ def ns(core: client.CoreV1Api) -> str:
 
 # ---- helpers -------------------------------------------------------------------------------
 
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -136,26 +160,42 @@ def raises(status: int, call: Callable[..., Any], *args: Any, **kwargs: Any) -> 
 
 
 def widget(name: str, **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Widget", "metadata": {"name": name},
-            "spec": {"size": 1, **spec}}
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Widget",
+        "metadata": {"name": name},
+        "spec": {"size": 1, **spec},
+    }
 
 
 def owner_ref(obj: dict[str, Any] | Any, block: bool = False) -> dict[str, Any]:
     o = obj if isinstance(obj, dict) else obj.to_dict(serialize=True)
-    return {"apiVersion": o["apiVersion"], "kind": o["kind"], "name": o["metadata"]["name"],
-            "uid": o["metadata"]["uid"], "controller": True, "blockOwnerDeletion": block}
+    return {
+        "apiVersion": o["apiVersion"],
+        "kind": o["kind"],
+        "name": o["metadata"]["name"],
+        "uid": o["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": block,
+    }
 
 
 def job_body(name: str, owners: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    return {"apiVersion": "batch/v1", "kind": "Job",
-            "metadata": {"name": name, "ownerReferences": owners or []},
-            "spec": {"template": {"spec": {"restartPolicy": "Never",
-                                           "containers": [{"name": "main", "image": "busybox"}]}}}}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "ownerReferences": owners or []},
+        "spec": {
+            "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "main", "image": "busybox"}]}}
+        },
+    }
 
 
 def pod_body(name: str, owners: list[dict[str, Any]] | None = None, **meta: Any) -> dict[str, Any]:
-    return {"metadata": {"name": name, "ownerReferences": owners or [], **meta},
-            "spec": {"containers": [{"name": "main", "image": "busybox"}]}}
+    return {
+        "metadata": {"name": name, "ownerReferences": owners or [], **meta},
+        "spec": {"containers": [{"name": "main", "image": "busybox"}]},
+    }
 
 
 def http_get(emu: KubeEmulator, path: str) -> tuple[int, Any]:
@@ -172,23 +212,43 @@ def rv(obj: dict[str, Any]) -> int:
 
 # ---- discovery -----------------------------------------------------------------------------
 
+
 def test_discovery_with_and_without_trailing_slashes(emu: KubeEmulator) -> None:
-    for path in ("/api", "/api/", "/apis", "/apis/", "/api/v1", "/api/v1/", "/apis/batch/v1", "/apis/batch/v1/",
-                 "/apis/batch", "/version", "/version/"):
+    for path in (
+        "/api",
+        "/api/",
+        "/apis",
+        "/apis/",
+        "/api/v1",
+        "/api/v1/",
+        "/apis/batch/v1",
+        "/apis/batch/v1/",
+        "/apis/batch",
+        "/version",
+        "/version/",
+    ):
         code, _ = http_get(emu, path)
         assert code == 200, path
     assert http_get(emu, "/apis/nope.example/v1")[0] == 404
     _, core_v1 = http_get(emu, "/api/v1")
     names = {r["name"] for r in core_v1["resources"]}
-    assert {"namespaces", "pods", "pods/log", "pods/status", "configmaps", "events", "serviceaccounts",
-            "secrets"} <= names
+    assert {
+        "namespaces",
+        "pods",
+        "pods/log",
+        "pods/status",
+        "configmaps",
+        "events",
+        "serviceaccounts",
+        "secrets",
+    } <= names
     _, groups = http_get(emu, "/apis")
     served = {g["name"] for g in groups["groups"]}
     assert {"batch", "apiextensions.k8s.io", "events.k8s.io", "coordination.k8s.io", GROUP} <= served
 
 
 def test_discovery_through_the_client_models(api: client.ApiClient) -> None:
-    versions = client.CoreApi(api).get_api_versions()   # needs serverAddressByClientCIDRs
+    versions = client.CoreApi(api).get_api_versions()  # needs serverAddressByClientCIDRs
     assert versions.versions == ["v1"] and versions.server_address_by_client_cidrs
     assert client.VersionApi(api).get_code().major == "1"
     jobs = {r.name: r for r in client.BatchV1Api(api).get_api_resources().resources}
@@ -204,21 +264,24 @@ def test_discovery_through_the_client_models(api: client.ApiClient) -> None:
 
 # ---- create, names, metadata ---------------------------------------------------------------
 
+
 def test_create_sets_metadata_and_answers_201(custom: client.CustomObjectsApi, ns: str) -> None:
-    data, code, _ = custom.create_namespaced_custom_object_with_http_info(GROUP, VERSION, ns, PLURAL,
-                                                                          widget("w1"))
+    data, code, _ = custom.create_namespaced_custom_object_with_http_info(GROUP, VERSION, ns, PLURAL, widget("w1"))
     assert code == 201
     meta = data["metadata"]
     assert meta["namespace"] == ns and meta["generation"] == 1 and meta["creationTimestamp"].endswith("Z")
     assert uuid.UUID(meta["uid"]) and int(meta["resourceVersion"]) > 0
     assert custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, widget("w2")) is not None
-    assert raises(409, custom.create_namespaced_custom_object, GROUP, VERSION, ns, PLURAL, widget("w1"))["message"] \
+    assert (
+        raises(409, custom.create_namespaced_custom_object, GROUP, VERSION, ns, PLURAL, widget("w1"))["message"]
         == 'widgets.kubeemu.test "w1" already exists'
+    )
 
 
 def test_generate_name(core: client.CoreV1Api, ns: str) -> None:
-    names = {core.create_namespaced_config_map(ns, {"metadata": {"generateName": "cm-"}}).metadata.name
-             for _ in range(20)}
+    names = {
+        core.create_namespaced_config_map(ns, {"metadata": {"generateName": "cm-"}}).metadata.name for _ in range(20)
+    }
     assert len(names) == 20
     alphabet = set("bcdfghjklmnpqrstvwxz2456789")  # Kubernetes' own: no vowels, no look-alikes
     assert all(len(n) == 8 and n.startswith("cm-") and set(n[3:]) <= alphabet for n in names)
@@ -228,25 +291,40 @@ def test_name_validation(core: client.CoreV1Api, custom: client.CustomObjectsApi
     body = raises(422, core.create_namespaced_config_map, ns, {"metadata": {"name": "Bad_Name"}})
     assert body["reason"] == "Invalid" and body["details"]["causes"][0]["field"] == "metadata.name"
     assert "RFC 1123 subdomain" in body["message"]
-    body = raises(422, custom.create_namespaced_custom_object, GROUP, VERSION, ns, PLURAL,
-                  {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Widget", "metadata": {}, "spec": {"size": 1}})
+    body = raises(
+        422,
+        custom.create_namespaced_custom_object,
+        GROUP,
+        VERSION,
+        ns,
+        PLURAL,
+        {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Widget", "metadata": {}, "spec": {"size": 1}},
+    )
     assert "name or generateName is required" in body["message"]
     assert raises(422, core.create_namespace, {"metadata": {"name": "has.dot"}})["details"]["kind"] == "Namespace"
     bad_label = {"metadata": {"name": "x", "labels": {"model": "org/name:v1"}}}
-    assert raises(422, core.create_namespaced_config_map, ns, bad_label)["details"]["causes"][0]["field"] \
+    assert (
+        raises(422, core.create_namespaced_config_map, ns, bad_label)["details"]["causes"][0]["field"]
         == "metadata.labels"
+    )
 
 
-def test_builtin_validation_catches_real_cluster_errors(core: client.CoreV1Api, batch: client.BatchV1Api,
-                                                         ns: str) -> None:
-    causes = raises(422, core.create_namespaced_config_map, ns,
-                    {"metadata": {"name": "r"}, "data": {"results/a.json": "{}"}})["details"]["causes"]
+def test_builtin_validation_catches_real_cluster_errors(
+    core: client.CoreV1Api, batch: client.BatchV1Api, ns: str
+) -> None:
+    causes = raises(
+        422, core.create_namespaced_config_map, ns, {"metadata": {"name": "r"}, "data": {"results/a.json": "{}"}}
+    )["details"]["causes"]
     assert causes[0]["field"] == "data[results/a.json]"
     job = job_body("j")
     job["spec"]["template"]["spec"]["restartPolicy"] = "Always"
     assert "Unsupported value" in raises(422, batch.create_namespaced_job, ns, job)["message"]
-    assert raises(422, core.create_namespaced_pod, ns, {"metadata": {"name": "p"}, "spec": {"containers": []}})[
-        "details"]["causes"][0]["field"] == "spec.containers"
+    assert (
+        raises(422, core.create_namespaced_pod, ns, {"metadata": {"name": "p"}, "spec": {"containers": []}})["details"][
+            "causes"
+        ][0]["field"]
+        == "spec.containers"
+    )
 
 
 def test_job_gets_selector_and_template_labels(batch: client.BatchV1Api, ns: str) -> None:
@@ -258,6 +336,7 @@ def test_job_gets_selector_and_template_labels(batch: client.BatchV1Api, ns: str
 
 
 # ---- namespaces ----------------------------------------------------------------------------
+
 
 def test_namespaces_are_objects(core: client.CoreV1Api, ns: str) -> None:
     default = core.read_namespace("default")
@@ -283,20 +362,25 @@ def test_namespace_deletion_removes_its_content(core: client.CoreV1Api, ns: str)
 
 # ---- optimistic concurrency, generation, status subresource --------------------------------
 
+
 def test_stale_resource_version_conflicts(custom: client.CustomObjectsApi, ns: str) -> None:
     obj = custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, widget("c"))
     custom.patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "c", {"spec": {"size": 2}})
     obj["spec"]["size"] = 3
     body = raises(409, custom.replace_namespaced_custom_object, GROUP, VERSION, ns, PLURAL, "c", obj)
     assert body["reason"] == "Conflict"
-    assert body["message"] == ('Operation cannot be fulfilled on widgets.kubeemu.test "c": the object has been '
-                               'modified; please apply your changes to the latest version and try again')
+    assert body["message"] == (
+        'Operation cannot be fulfilled on widgets.kubeemu.test "c": the object has been '
+        "modified; please apply your changes to the latest version and try again"
+    )
     assert body["details"] == {"name": "c", "group": GROUP, "kind": "widgets"}
     stale = {"metadata": {"resourceVersion": obj["metadata"]["resourceVersion"]}, "spec": {"size": 4}}
     raises(409, custom.patch_namespaced_custom_object, GROUP, VERSION, ns, PLURAL, "c", stale)
-    del obj["metadata"]["resourceVersion"]    # a CR PUT must carry a resourceVersion
-    assert "must be specified for an update" in raises(
-        422, custom.replace_namespaced_custom_object, GROUP, VERSION, ns, PLURAL, "c", obj)["message"]
+    del obj["metadata"]["resourceVersion"]  # a CR PUT must carry a resourceVersion
+    assert (
+        "must be specified for an update"
+        in raises(422, custom.replace_namespaced_custom_object, GROUP, VERSION, ns, PLURAL, "c", obj)["message"]
+    )
 
 
 def test_generation_and_resource_version_rules(custom: client.CustomObjectsApi, ns: str) -> None:
@@ -315,14 +399,16 @@ def test_generation_and_resource_version_rules(custom: client.CustomObjectsApi, 
 
 def test_status_subresource_isolation(custom: client.CustomObjectsApi, ns: str) -> None:
     args = (GROUP, VERSION, ns, PLURAL, "s")
-    created = custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL,
-                                                     {**widget("s"), "status": {"phase": "Done"}})
-    assert "status" not in created                                 # create ignores .status
+    created = custom.create_namespaced_custom_object(
+        GROUP, VERSION, ns, PLURAL, {**widget("s"), "status": {"phase": "Done"}}
+    )
+    assert "status" not in created  # create ignores .status
     custom.patch_namespaced_custom_object_status(*args, {"status": {"phase": "Pending", "count": 1}})
     main = custom.patch_namespaced_custom_object(*args, {"spec": {"size": 2}, "status": {"phase": "Done"}})
     assert main["status"] == {"phase": "Pending", "count": 1} and main["spec"]["size"] == 2
     via_status = custom.patch_namespaced_custom_object_status(
-        *args, {"spec": {"size": 9}, "metadata": {"labels": {"x": "y"}}, "status": {"count": 2}})
+        *args, {"spec": {"size": 9}, "metadata": {"labels": {"x": "y"}}, "status": {"count": 2}}
+    )
     assert via_status["spec"]["size"] == 2 and "labels" not in via_status["metadata"]
     assert via_status["status"] == {"phase": "Pending", "count": 2}
     current = custom.get_namespaced_custom_object_status(*args)
@@ -347,33 +433,43 @@ def test_builtin_status_subresources(core: client.CoreV1Api, batch: client.Batch
 
 # ---- patch flavours ------------------------------------------------------------------------
 
+
 def test_json_patch(custom: client.CustomObjectsApi, ns: str) -> None:
     args = (GROUP, VERSION, ns, PLURAL, "jp")
     obj = custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, widget("jp", tags=["a", "b"]))
-    ops = [{"op": "test", "path": "/metadata/resourceVersion", "value": obj["metadata"]["resourceVersion"]},
-           {"op": "add", "path": "/metadata/annotations", "value": {}},
-           {"op": "add", "path": "/metadata/annotations/evalkube.dev~1owner", "value": "x~y"},
-           {"op": "add", "path": "/spec/tags/-", "value": "c"},
-           {"op": "remove", "path": "/spec/tags/0"},
-           {"op": "replace", "path": "/spec/size", "value": 3},
-           {"op": "copy", "from": "/spec/tags/0", "path": "/spec/name"},
-           {"op": "move", "from": "/spec/name", "path": "/metadata/annotations/moved"}]
+    ops = [
+        {"op": "test", "path": "/metadata/resourceVersion", "value": obj["metadata"]["resourceVersion"]},
+        {"op": "add", "path": "/metadata/annotations", "value": {}},
+        {"op": "add", "path": "/metadata/annotations/evalkube.dev~1owner", "value": "x~y"},
+        {"op": "add", "path": "/spec/tags/-", "value": "c"},
+        {"op": "remove", "path": "/spec/tags/0"},
+        {"op": "replace", "path": "/spec/size", "value": 3},
+        {"op": "copy", "from": "/spec/tags/0", "path": "/spec/name"},
+        {"op": "move", "from": "/spec/name", "path": "/metadata/annotations/moved"},
+    ]
     patched = custom.patch_namespaced_custom_object(*args, ops, _content_type="application/json-patch+json")
     assert patched["metadata"]["annotations"] == {"evalkube.dev/owner": "x~y", "moved": "b"}
     assert patched["spec"]["tags"] == ["b", "c"] and patched["spec"]["size"] == 3 and "name" not in patched["spec"]
-    stale = [{"op": "test", "path": "/metadata/resourceVersion", "value": obj["metadata"]["resourceVersion"]},
-             {"op": "replace", "path": "/spec/size", "value": 4}]
-    body = raises(422, custom.patch_namespaced_custom_object, *args, stale,
-                  _content_type="application/json-patch+json")
+    stale = [
+        {"op": "test", "path": "/metadata/resourceVersion", "value": obj["metadata"]["resourceVersion"]},
+        {"op": "replace", "path": "/spec/size", "value": 4},
+    ]
+    body = raises(422, custom.patch_namespaced_custom_object, *args, stale, _content_type="application/json-patch+json")
     assert body["reason"] == "Invalid" and "test failed" in body["details"]["causes"][0]["message"]
-    raises(422, custom.patch_namespaced_custom_object, *args, [{"op": "remove", "path": "/spec/nothing"}],
-           _content_type="application/json-patch+json")
+    raises(
+        422,
+        custom.patch_namespaced_custom_object,
+        *args,
+        [{"op": "remove", "path": "/spec/nothing"}],
+        _content_type="application/json-patch+json",
+    )
 
 
 def test_merge_patch_null_deletes(custom: client.CustomObjectsApi, ns: str) -> None:
     args = (GROUP, VERSION, ns, PLURAL, "mp")
-    custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL,
-                                           widget("mp", tags=["a"], limits={"cpu": 1, "mem": 2}))
+    custom.create_namespaced_custom_object(
+        GROUP, VERSION, ns, PLURAL, widget("mp", tags=["a"], limits={"cpu": 1, "mem": 2})
+    )
     patched = custom.patch_namespaced_custom_object(*args, {"spec": {"tags": ["z"], "limits": {"cpu": None}}})
     assert patched["spec"]["tags"] == ["z"] and patched["spec"]["limits"] == {"mem": 2}
 
@@ -382,20 +478,26 @@ def test_strategic_merge_vs_merge_on_conditions(core: client.CoreV1Api, batch: c
     core.create_namespaced_pod(ns, pod_body("p", finalizers=["a.io/x"]))
     ready = {"type": "Ready", "status": "False"}
     sched = {"type": "PodScheduled", "status": "True"}
-    core.patch_namespaced_pod_status("p", ns, {"status": {"conditions": [ready]}})          # strategic (dict body)
+    core.patch_namespaced_pod_status("p", ns, {"status": {"conditions": [ready]}})  # strategic (dict body)
     core.patch_namespaced_pod_status("p", ns, {"status": {"conditions": [sched]}})
     pod = core.read_namespaced_pod("p", ns)
     assert [c.type for c in pod.status.conditions] == ["Ready", "PodScheduled"]
     core.patch_namespaced_pod_status("p", ns, {"status": {"conditions": [{"type": "Ready", "status": "True"}]}})
     pod = core.read_namespaced_pod("p", ns)
     assert {c.type: c.status for c in pod.status.conditions} == {"Ready": "True", "PodScheduled": "True"}
-    core.patch_namespaced_pod_status("p", ns, {"status": {"conditions": [sched]}},
-                                     _content_type="application/merge-patch+json")
+    core.patch_namespaced_pod_status(
+        "p", ns, {"status": {"conditions": [sched]}}, _content_type="application/merge-patch+json"
+    )
     assert [c.type for c in core.read_namespaced_pod("p", ns).status.conditions] == ["PodScheduled"]
     # containers merge by name; finalizers merge as a set; `[]` removes nothing
-    core.patch_namespaced_pod("p", ns, {"metadata": {"finalizers": []},
-                                        "spec": {"containers": [{"name": "main", "image": "alpine"},
-                                                                {"name": "side", "image": "nginx"}]}})
+    core.patch_namespaced_pod(
+        "p",
+        ns,
+        {
+            "metadata": {"finalizers": []},
+            "spec": {"containers": [{"name": "main", "image": "alpine"}, {"name": "side", "image": "nginx"}]},
+        },
+    )
     pod = core.read_namespaced_pod("p", ns)
     assert [(c.name, c.image) for c in pod.spec.containers] == [("main", "alpine"), ("side", "nginx")]
     assert pod.metadata.finalizers == ["a.io/x"]
@@ -403,7 +505,7 @@ def test_strategic_merge_vs_merge_on_conditions(core: client.CoreV1Api, batch: c
     assert [c.name for c in core.read_namespaced_pod("p", ns).spec.containers] == ["main"]
     refs = [{"apiVersion": "v1", "kind": "ConfigMap", "name": n, "uid": n} for n in ("u1", "u2")]
     core.patch_namespaced_pod("p", ns, {"metadata": {"ownerReferences": refs[:1]}})
-    core.patch_namespaced_pod("p", ns, {"metadata": {"ownerReferences": refs[1:]}})      # merged by uid
+    core.patch_namespaced_pod("p", ns, {"metadata": {"ownerReferences": refs[1:]}})  # merged by uid
     assert [r.uid for r in core.read_namespaced_pod("p", ns).metadata.owner_references] == ["u1", "u2"]
     batch.create_namespaced_job(ns, job_body("j"))
     for cond in ({"type": "Complete", "status": "False"}, {"type": "Failed", "status": "True"}):
@@ -413,39 +515,71 @@ def test_strategic_merge_vs_merge_on_conditions(core: client.CoreV1Api, batch: c
 
 def test_unsupported_patch_types(custom: client.CustomObjectsApi, core: client.CoreV1Api, ns: str) -> None:
     custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, widget("smp"))
-    body = raises(415, custom.patch_namespaced_custom_object, GROUP, VERSION, ns, PLURAL, "smp",
-                  {"spec": {"size": 2}}, _content_type="application/strategic-merge-patch+json")
+    body = raises(
+        415,
+        custom.patch_namespaced_custom_object,
+        GROUP,
+        VERSION,
+        ns,
+        PLURAL,
+        "smp",
+        {"spec": {"size": 2}},
+        _content_type="application/strategic-merge-patch+json",
+    )
     assert body["reason"] == "UnsupportedMediaType"
     core.create_namespaced_config_map(ns, {"metadata": {"name": "cm"}})
-    raises(415, core.patch_namespaced_config_map, "cm", ns, {"data": {"a": "b"}},
-           _content_type="application/apply-patch+yaml")
+    raises(
+        415,
+        core.patch_namespaced_config_map,
+        "cm",
+        ns,
+        {"data": {"a": "b"}},
+        _content_type="application/apply-patch+yaml",
+    )
 
 
 # ---- delete, finalizers, garbage collection ------------------------------------------------
 
+
 def test_finalizers_delay_deletion(custom: client.CustomObjectsApi, ns: str) -> None:
     args = (GROUP, VERSION, ns, PLURAL, "f")
     obj = custom.create_namespaced_custom_object(
-        GROUP, VERSION, ns, PLURAL, {**widget("f"), "metadata": {"name": "f", "finalizers": ["evalkube.dev/x"]}})
-    events = watch_events(custom.list_namespaced_custom_object, GROUP, VERSION, ns, PLURAL,
-                          resource_version=obj["metadata"]["resourceVersion"], expect=2)
+        GROUP, VERSION, ns, PLURAL, {**widget("f"), "metadata": {"name": "f", "finalizers": ["evalkube.dev/x"]}}
+    )
+    events = watch_events(
+        custom.list_namespaced_custom_object,
+        GROUP,
+        VERSION,
+        ns,
+        PLURAL,
+        resource_version=obj["metadata"]["resourceVersion"],
+        expect=2,
+    )
     deleted = custom.delete_namespaced_custom_object(*args)
     assert deleted["metadata"]["deletionTimestamp"] and deleted["metadata"]["deletionGracePeriodSeconds"] == 0
     assert custom.get_namespaced_custom_object(*args)["metadata"]["deletionTimestamp"]
-    assert "no new finalizers" in raises(422, custom.patch_namespaced_custom_object, *args,
-                                         {"metadata": {"finalizers": ["evalkube.dev/x", "y.io/z"]}})["message"]
+    assert (
+        "no new finalizers"
+        in raises(
+            422,
+            custom.patch_namespaced_custom_object,
+            *args,
+            {"metadata": {"finalizers": ["evalkube.dev/x", "y.io/z"]}},
+        )["message"]
+    )
     custom.patch_namespaced_custom_object(*args, {"metadata": {"finalizers": None}})
     raises(404, custom.get_namespaced_custom_object, *args)
     assert [t for t, _ in events()] == ["MODIFIED", "DELETED"]
 
 
-def test_delete_without_finalizers_and_answers(core: client.CoreV1Api, batch: client.BatchV1Api,
-                                               custom: client.CustomObjectsApi, ns: str) -> None:
+def test_delete_without_finalizers_and_answers(
+    core: client.CoreV1Api, batch: client.BatchV1Api, custom: client.CustomObjectsApi, ns: str
+) -> None:
     core.create_namespaced_config_map(ns, {"metadata": {"name": "cm"}})
     status = core.delete_namespaced_config_map("cm", ns)
     assert status["status"] == "Success" and status["details"]["name"] == "cm"
     core.create_namespaced_pod(ns, pod_body("p"))
-    assert core.delete_namespaced_pod("p", ns).metadata.name == "p"    # pods answer the object
+    assert core.delete_namespaced_pod("p", ns).metadata.name == "p"  # pods answer the object
     custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, widget("w"))
     assert custom.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "w")["kind"] == "Widget"
     raises(404, custom.delete_namespaced_custom_object, GROUP, VERSION, ns, PLURAL, "w")
@@ -453,27 +587,34 @@ def test_delete_without_finalizers_and_answers(core: client.CoreV1Api, batch: cl
 
 def test_delete_preconditions(core: client.CoreV1Api, ns: str) -> None:
     cm = core.create_namespaced_config_map(ns, {"metadata": {"name": "pre"}})
-    body = raises(409, core.delete_namespaced_config_map, "pre", ns,
-                  body={"preconditions": {"uid": "00000000-0000-0000-0000-000000000000"}})
+    body = raises(
+        409,
+        core.delete_namespaced_config_map,
+        "pre",
+        ns,
+        body={"preconditions": {"uid": "00000000-0000-0000-0000-000000000000"}},
+    )
     assert "Precondition failed: UID" in body["message"]
     raises(409, core.delete_namespaced_config_map, "pre", ns, body={"preconditions": {"resourceVersion": "1"}})
     core.delete_namespaced_config_map("pre", ns, body={"preconditions": {"uid": cm.metadata.uid}})
 
 
-def test_gc_cascades_through_owner_references(custom: client.CustomObjectsApi, batch: client.BatchV1Api,
-                                              core: client.CoreV1Api, ns: str) -> None:
+def test_gc_cascades_through_owner_references(
+    custom: client.CustomObjectsApi, batch: client.BatchV1Api, core: client.CoreV1Api, ns: str
+) -> None:
     owner = custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, widget("eval"))
     job = batch.create_namespaced_job(ns, job_body("eval-job", [owner_ref(owner, block=True)]))
     core.create_namespaced_pod(ns, pod_body("eval-pod", [owner_ref(job)]))
     core.create_namespaced_config_map(ns, {"metadata": {"name": "eval-results", "ownerReferences": [owner_ref(owner)]}})
-    core.create_namespaced_config_map(ns, {"metadata": {"name": "held", "finalizers": ["x.io/keep"],
-                                                        "ownerReferences": [owner_ref(owner)]}})
+    core.create_namespaced_config_map(
+        ns, {"metadata": {"name": "held", "finalizers": ["x.io/keep"], "ownerReferences": [owner_ref(owner)]}}
+    )
     core.create_namespaced_config_map(ns, {"metadata": {"name": "bystander"}})
     custom.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "eval")
     wait_for(lambda: not batch.list_namespaced_job(ns).items and not core.list_namespaced_pod(ns).items)
     remaining = {c.metadata.name: c for c in core.list_namespaced_config_map(ns).items}
     assert set(remaining) == {"held", "bystander"}
-    assert remaining["held"].metadata.deletion_timestamp is not None     # dependents' finalizers are honoured
+    assert remaining["held"].metadata.deletion_timestamp is not None  # dependents' finalizers are honoured
 
 
 def test_job_deletion_propagation(batch: client.BatchV1Api, core: client.CoreV1Api, ns: str) -> None:
@@ -488,11 +629,14 @@ def test_job_deletion_propagation(batch: client.BatchV1Api, core: client.CoreV1A
     wait_for(lambda: [p.metadata.name for p in core.list_namespaced_pod(ns).items] == ["orphaning-pod"])
 
 
-def test_foreground_deletion_waits_for_dependents(custom: client.CustomObjectsApi, core: client.CoreV1Api,
-                                                  ns: str) -> None:
+def test_foreground_deletion_waits_for_dependents(
+    custom: client.CustomObjectsApi, core: client.CoreV1Api, ns: str
+) -> None:
     owner = custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, widget("fg"))
-    core.create_namespaced_config_map(ns, {"metadata": {"name": "dep", "finalizers": ["x.io/keep"],
-                                                        "ownerReferences": [owner_ref(owner, block=True)]}})
+    core.create_namespaced_config_map(
+        ns,
+        {"metadata": {"name": "dep", "finalizers": ["x.io/keep"], "ownerReferences": [owner_ref(owner, block=True)]}},
+    )
     custom.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "fg", propagation_policy="Foreground")
     waiting = custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "fg")
     assert waiting["metadata"]["finalizers"] == ["foregroundDeletion"]
@@ -500,8 +644,9 @@ def test_foreground_deletion_waits_for_dependents(custom: client.CustomObjectsAp
     raises(404, custom.get_namespaced_custom_object, GROUP, VERSION, ns, PLURAL, "fg")
 
 
-def test_orphan_propagation_drops_owner_references(custom: client.CustomObjectsApi, core: client.CoreV1Api,
-                                                   ns: str) -> None:
+def test_orphan_propagation_drops_owner_references(
+    custom: client.CustomObjectsApi, core: client.CoreV1Api, ns: str
+) -> None:
     owner = custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, widget("or"))
     core.create_namespaced_config_map(ns, {"metadata": {"name": "kept", "ownerReferences": [owner_ref(owner)]}})
     custom.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "or", propagation_policy="Orphan")
@@ -516,6 +661,7 @@ def test_delete_collection(core: client.CoreV1Api, ns: str) -> None:
 
 
 # ---- dry run -------------------------------------------------------------------------------
+
 
 def test_dry_run_persists_nothing(emu: KubeEmulator, custom: client.CustomObjectsApi, ns: str) -> None:
     args = (GROUP, VERSION, ns, PLURAL)
@@ -536,9 +682,13 @@ def test_dry_run_persists_nothing(emu: KubeEmulator, custom: client.CustomObject
 
 # ---- list, selectors, pagination -----------------------------------------------------------
 
+
 def test_label_and_field_selectors(core: client.CoreV1Api, ns: str) -> None:
-    for name, labels, phase in (("a", {"app": "eval", "tier": "gpu"}, "Running"),
-                                ("b", {"app": "eval"}, "Succeeded"), ("c", {"app": "api"}, "Running")):
+    for name, labels, phase in (
+        ("a", {"app": "eval", "tier": "gpu"}, "Running"),
+        ("b", {"app": "eval"}, "Succeeded"),
+        ("c", {"app": "api"}, "Running"),
+    ):
         core.create_namespaced_pod(ns, pod_body(name, labels=labels))
         core.patch_namespaced_pod_status(name, ns, {"status": {"phase": phase}})
 
@@ -554,12 +704,15 @@ def test_label_and_field_selectors(core: client.CoreV1Api, ns: str) -> None:
     assert names(field_selector="status.phase!=Running,metadata.name!=x") == ["b"]
     assert names(field_selector="metadata.name=b", label_selector="app") == ["b"]
     assert raises(400, core.list_namespaced_pod, ns, label_selector="app in (x")["reason"] == "BadRequest"
-    assert "field label not supported" in raises(400, core.list_namespaced_pod, ns,
-                                                 field_selector="spec.containers=x")["message"]
+    assert (
+        "field label not supported"
+        in raises(400, core.list_namespaced_pod, ns, field_selector="spec.containers=x")["message"]
+    )
 
 
-def test_list_shape_pagination_and_cluster_wide(custom: client.CustomObjectsApi, core: client.CoreV1Api,
-                                                ns: str) -> None:
+def test_list_shape_pagination_and_cluster_wide(
+    custom: client.CustomObjectsApi, core: client.CoreV1Api, ns: str
+) -> None:
     for i in range(7):
         custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, widget(f"p{i}"))
     first = custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, limit=3)
@@ -581,8 +734,10 @@ def test_list_shape_pagination_and_cluster_wide(custom: client.CustomObjectsApi,
 
 # ---- watch ---------------------------------------------------------------------------------
 
-def watch_events(func: Callable[..., Any], *args: Any, expect: int | None = None,
-                 **kwargs: Any) -> Callable[[], list[tuple[str, str]]]:
+
+def watch_events(
+    func: Callable[..., Any], *args: Any, expect: int | None = None, **kwargs: Any
+) -> Callable[[], list[tuple[str, str]]]:
     """Watch in a thread until `expect` events (or the stream's timeout); the callable joins it -> [(type, name)]."""
     events: list[tuple[str, str]] = []
     kwargs.setdefault("timeout_seconds", 5 if expect else 1)
@@ -591,16 +746,17 @@ def watch_events(func: Callable[..., Any], *args: Any, expect: int | None = None
         for ev in kubernetes.watch.Watch().stream(func, *args, **kwargs):
             events.append((ev["type"], ev["raw_object"]["metadata"].get("name", "")))
             if len(events) == expect:
-                break        # closes the connection mid-stream, like a client that is done
+                break  # closes the connection mid-stream, like a client that is done
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    time.sleep(0.1)     # let the request reach the server before the caller writes
+    time.sleep(0.1)  # let the request reach the server before the caller writes
 
     def result() -> list[tuple[str, str]]:
         thread.join(10)
         assert not thread.is_alive()
         return events
+
     return result
 
 
@@ -619,8 +775,9 @@ def test_watch_replays_from_resource_version(custom: client.CustomObjectsApi, ns
     first = custom.create_namespaced_custom_object(*args, widget("r1"))
     custom.create_namespaced_custom_object(*args, widget("r2"))
     custom.delete_namespaced_custom_object(*args, "r1")
-    events = watch_events(custom.list_namespaced_custom_object, *args,
-                          resource_version=first["metadata"]["resourceVersion"], expect=2)
+    events = watch_events(
+        custom.list_namespaced_custom_object, *args, resource_version=first["metadata"]["resourceVersion"], expect=2
+    )
     assert events() == [("ADDED", "r2"), ("DELETED", "r1")]
 
 
@@ -632,8 +789,9 @@ def test_watch_too_old_resource_version_is_410(core: client.CoreV1Api, ns: str) 
         for i in range(10):
             v1.create_namespaced_config_map("default", {"metadata": {"name": f"c{i}"}})
         with pytest.raises(ApiException) as info:
-            for _ in kubernetes.watch.Watch().stream(v1.list_namespaced_config_map, "default",
-                                                     resource_version="2", timeout_seconds=1):
+            for _ in kubernetes.watch.Watch().stream(
+                v1.list_namespaced_config_map, "default", resource_version="2", timeout_seconds=1
+            ):
                 pass
         assert info.value.status == 410 and "too old resource version" in info.value.reason
         raw = urllib.request.urlopen(f"{small.url}/api/v1/namespaces/default/configmaps?watch=1&resourceVersion=2")
@@ -647,7 +805,7 @@ def test_watch_bookmarks_and_timeout(emu: KubeEmulator, ns: str) -> None:
     started = time.monotonic()
     url = f"{emu.url}/api/v1/namespaces/{ns}/configmaps?watch=true&allowWatchBookmarks=true&timeoutSeconds=1"
     with urllib.request.urlopen(url) as rsp:
-        lines = [json.loads(line) for line in rsp]       # ends cleanly after timeoutSeconds
+        lines = [json.loads(line) for line in rsp]  # ends cleanly after timeoutSeconds
     assert 0.9 < time.monotonic() - started < 3
     assert lines and all(e["type"] == "BOOKMARK" for e in lines)
     assert set(lines[0]["object"]) == {"kind", "apiVersion", "metadata"}
@@ -656,8 +814,10 @@ def test_watch_bookmarks_and_timeout(emu: KubeEmulator, ns: str) -> None:
 
 def test_watch_send_initial_events(emu: KubeEmulator, core: client.CoreV1Api, ns: str) -> None:
     core.create_namespaced_config_map(ns, {"metadata": {"name": "x"}})
-    url = (f"{emu.url}/api/v1/namespaces/{ns}/configmaps?watch=1&sendInitialEvents=true&allowWatchBookmarks=true"
-           "&resourceVersionMatch=NotOlderThan&timeoutSeconds=1")
+    url = (
+        f"{emu.url}/api/v1/namespaces/{ns}/configmaps?watch=1&sendInitialEvents=true&allowWatchBookmarks=true"
+        "&resourceVersionMatch=NotOlderThan&timeoutSeconds=1"
+    )
     with urllib.request.urlopen(url) as rsp:
         first, second = json.loads(rsp.readline()), json.loads(rsp.readline())
     assert first["type"] == "ADDED" and second["type"] == "BOOKMARK"
@@ -682,8 +842,10 @@ def test_watch_selector_transitions(core: client.CoreV1Api, ns: str) -> None:
 
 
 def test_watch_cluster_wide_and_many_watchers(emu: KubeEmulator, core: client.CoreV1Api, ns: str) -> None:
-    streams = [watch_events(core.list_config_map_for_all_namespaces, field_selector=f"metadata.namespace={ns}",
-                            expect=1) for _ in range(8)]
+    streams = [
+        watch_events(core.list_config_map_for_all_namespaces, field_selector=f"metadata.namespace={ns}", expect=1)
+        for _ in range(8)
+    ]
     core.create_namespaced_config_map(ns, {"metadata": {"name": "everyone"}})
     assert all(s() == [("ADDED", "everyone")] for s in streams)
 
@@ -691,7 +853,8 @@ def test_watch_cluster_wide_and_many_watchers(emu: KubeEmulator, core: client.Co
 def test_closing_a_watch_frees_the_watcher(emu: KubeEmulator, ns: str) -> None:
     def watchers() -> int:
         return sum(len(ws) for ws in emu.store._watchers.values())
-    wait_for(lambda: watchers() == 0)      # earlier tests' clients broke off their watches too
+
+    wait_for(lambda: watchers() == 0)  # earlier tests' clients broke off their watches too
     responses = [urllib.request.urlopen(f"{emu.url}/api/v1/namespaces/{ns}/configmaps?watch=1") for _ in range(3)]
     wait_for(lambda: watchers() == 3)
     threads = threading.active_count()
@@ -702,41 +865,60 @@ def test_closing_a_watch_frees_the_watcher(emu: KubeEmulator, ns: str) -> None:
 
 # ---- custom resource schemas ---------------------------------------------------------------
 
+
 def test_schema_pruning_defaults_and_warnings(custom: client.CustomObjectsApi, ns: str) -> None:
     body = widget("pr", extra={"free": {"form": 1}}, unknown=1, port="http", limits={"gpu": 2})
     body["status"] = {"phase": "Done"}
     body["metadata"]["labels"] = {"kept": "yes"}
     body["junk"] = True
     data, _, headers = custom.create_namespaced_custom_object_with_http_info(GROUP, VERSION, ns, PLURAL, body)
-    assert data["spec"] == {"size": 1, "extra": {"free": {"form": 1}}, "port": "http", "limits": {"gpu": 2},
-                            "mode": "fast", "nested": {"depth": 3}}
+    assert data["spec"] == {
+        "size": 1,
+        "extra": {"free": {"form": 1}},
+        "port": "http",
+        "limits": {"gpu": 2},
+        "mode": "fast",
+        "nested": {"depth": 3},
+    }
     assert "junk" not in data and data["metadata"]["labels"] == {"kept": "yes"}
     assert 'unknown field \\"spec.unknown\\"' in headers["Warning"]
-    strict = raises(400, custom.create_namespaced_custom_object, GROUP, VERSION, ns, PLURAL,
-                    widget("st", unknown=1), field_validation="Strict")
+    strict = raises(
+        400,
+        custom.create_namespaced_custom_object,
+        GROUP,
+        VERSION,
+        ns,
+        PLURAL,
+        widget("st", unknown=1),
+        field_validation="Strict",
+    )
     assert 'unknown field "spec.unknown"' in strict["message"]
 
 
-@pytest.mark.parametrize("spec, field, reason, fragment", [
-    ({}, "spec.size", "FieldValueRequired", "Required value"),
-    ({"size": "3"}, "spec.size", "FieldValueTypeInvalid", "must be of type integer"),
-    ({"size": 2.5}, "spec.size", "FieldValueTypeInvalid", "must be of type integer"),
-    ({"size": 0}, "spec.size", "FieldValueInvalid", "should be greater than or equal to 1"),
-    ({"size": 11}, "spec.size", "FieldValueInvalid", "should be less than or equal to 10"),
-    ({"size": 1, "ratio": 0}, "spec.ratio", "FieldValueInvalid", "should be greater than 0"),
-    ({"size": 1, "name": "a"}, "spec.name", "FieldValueInvalid", "should be at least 2 chars long"),
-    ({"size": 1, "name": "abcdefghi"}, "spec.name", "FieldValueTooLong", "may not be more than 8"),
-    ({"size": 1, "name": "ab1"}, "spec.name", "FieldValueInvalid", "should match '^[a-z]+$'"),
-    ({"size": 1, "mode": "warp"}, "spec.mode", "FieldValueNotSupported", 'supported values: "fast", "slow"'),
-    ({"size": 1, "tags": []}, "spec.tags", "FieldValueInvalid", "should have at least 1 items"),
-    ({"size": 1, "tags": ["a", "b", "c", "d"]}, "spec.tags", "FieldValueTooMany", "must have at most 3 items"),
-    ({"size": 1, "tags": [1]}, "spec.tags[0]", "FieldValueTypeInvalid", "must be of type string"),
-    ({"size": 1, "enabled": "yes"}, "spec.enabled", "FieldValueTypeInvalid", "must be of type boolean"),
-    ({"size": 1, "port": 1.5}, "spec.port", "FieldValueTypeInvalid", "integer-or-string"),
-    ({"size": 1, "limits": {"cpu": "x"}}, "spec.limits.cpu", "FieldValueTypeInvalid", "must be of type integer"),
-])
-def test_schema_validation_errors(custom: client.CustomObjectsApi, ns: str, spec: dict[str, Any], field: str,
-                                  reason: str, fragment: str) -> None:
+@pytest.mark.parametrize(
+    "spec, field, reason, fragment",
+    [
+        ({}, "spec.size", "FieldValueRequired", "Required value"),
+        ({"size": "3"}, "spec.size", "FieldValueTypeInvalid", "must be of type integer"),
+        ({"size": 2.5}, "spec.size", "FieldValueTypeInvalid", "must be of type integer"),
+        ({"size": 0}, "spec.size", "FieldValueInvalid", "should be greater than or equal to 1"),
+        ({"size": 11}, "spec.size", "FieldValueInvalid", "should be less than or equal to 10"),
+        ({"size": 1, "ratio": 0}, "spec.ratio", "FieldValueInvalid", "should be greater than 0"),
+        ({"size": 1, "name": "a"}, "spec.name", "FieldValueInvalid", "should be at least 2 chars long"),
+        ({"size": 1, "name": "abcdefghi"}, "spec.name", "FieldValueTooLong", "may not be more than 8"),
+        ({"size": 1, "name": "ab1"}, "spec.name", "FieldValueInvalid", "should match '^[a-z]+$'"),
+        ({"size": 1, "mode": "warp"}, "spec.mode", "FieldValueNotSupported", 'supported values: "fast", "slow"'),
+        ({"size": 1, "tags": []}, "spec.tags", "FieldValueInvalid", "should have at least 1 items"),
+        ({"size": 1, "tags": ["a", "b", "c", "d"]}, "spec.tags", "FieldValueTooMany", "must have at most 3 items"),
+        ({"size": 1, "tags": [1]}, "spec.tags[0]", "FieldValueTypeInvalid", "must be of type string"),
+        ({"size": 1, "enabled": "yes"}, "spec.enabled", "FieldValueTypeInvalid", "must be of type boolean"),
+        ({"size": 1, "port": 1.5}, "spec.port", "FieldValueTypeInvalid", "integer-or-string"),
+        ({"size": 1, "limits": {"cpu": "x"}}, "spec.limits.cpu", "FieldValueTypeInvalid", "must be of type integer"),
+    ],
+)
+def test_schema_validation_errors(
+    custom: client.CustomObjectsApi, ns: str, spec: dict[str, Any], field: str, reason: str, fragment: str
+) -> None:
     body = {**widget("v"), "spec": spec}
     status = raises(422, custom.create_namespaced_custom_object, GROUP, VERSION, ns, PLURAL, body)
     assert status["reason"] == "Invalid" and status["message"].startswith('Widget.kubeemu.test "v" is invalid: ')
@@ -747,10 +929,12 @@ def test_schema_validation_errors(custom: client.CustomObjectsApi, ns: str, spec
 
 # ---- CRD lifecycle -------------------------------------------------------------------------
 
+
 def test_crd_registration_and_removal(api: client.ApiClient, emu: KubeEmulator, ns: str) -> None:
     ext, custom = client.ApiextensionsV1Api(api), client.CustomObjectsApi(api)
-    crd = json.loads(json.dumps(WIDGET_CRD).replace("widget", "gadget").replace("Widget", "Gadget")
-                     .replace('"wd"', '"gd"'))
+    crd = json.loads(
+        json.dumps(WIDGET_CRD).replace("widget", "gadget").replace("Widget", "Gadget").replace('"wd"', '"gd"')
+    )
     crd["spec"]["scope"] = "Cluster"
     created = ext.create_custom_resource_definition(crd)
     assert created.metadata.name == f"gadgets.{GROUP}"
@@ -765,7 +949,7 @@ def test_crd_registration_and_removal(api: client.ApiClient, emu: KubeEmulator, 
     raises(404, ext.read_custom_resource_definition, f"gadgets.{GROUP}")
     assert http_get(emu, f"/apis/{GROUP}/{VERSION}/gadgets")[0] == 404
     assert "gadgets" not in {r["name"] for r in http_get(emu, f"/apis/{GROUP}/{VERSION}")[1]["resources"]}
-    ext.create_custom_resource_definition(crd)       # re-created: empty, the old objects are gone
+    ext.create_custom_resource_definition(crd)  # re-created: empty, the old objects are gone
     assert custom.list_cluster_custom_object(GROUP, VERSION, "gadgets")["items"] == []
     ext.delete_custom_resource_definition(f"gadgets.{GROUP}")
 
@@ -785,6 +969,7 @@ def test_errors_are_status_objects(emu: KubeEmulator, core: client.CoreV1Api, ns
 
 # ---- pod logs, events, leases --------------------------------------------------------------
 
+
 def test_pod_log(emu: KubeEmulator, core: client.CoreV1Api, ns: str) -> None:
     core.create_namespaced_pod(ns, pod_body("runner"))
     assert "waiting to start" in raises(400, core.read_namespaced_pod_log, "runner", ns)["message"]
@@ -796,14 +981,30 @@ def test_pod_log(emu: KubeEmulator, core: client.CoreV1Api, ns: str) -> None:
 
 
 def test_events_and_leases(api: client.ApiClient, core: client.CoreV1Api, ns: str) -> None:
-    core.create_namespaced_event(ns, {"metadata": {"generateName": "kopf-event-"}, "reason": "Logging",
-                                      "message": "hi", "type": "Normal",
-                                      "involvedObject": {"kind": "Widget", "name": "w", "namespace": ns}})
+    core.create_namespaced_event(
+        ns,
+        {
+            "metadata": {"generateName": "kopf-event-"},
+            "reason": "Logging",
+            "message": "hi",
+            "type": "Normal",
+            "involvedObject": {"kind": "Widget", "name": "w", "namespace": ns},
+        },
+    )
     assert core.list_namespaced_event(ns, field_selector="involvedObject.kind=Widget").items[0].message == "hi"
     events_v1 = client.EventsV1Api(api)
-    events_v1.create_namespaced_event(ns, {"metadata": {"name": "e1"}, "eventTime": "2024-01-01T00:00:00.000000Z",
-                                           "reason": "Started", "action": "Run", "reportingController": "x",
-                                           "reportingInstance": "y", "type": "Normal"})
+    events_v1.create_namespaced_event(
+        ns,
+        {
+            "metadata": {"name": "e1"},
+            "eventTime": "2024-01-01T00:00:00.000000Z",
+            "reason": "Started",
+            "action": "Run",
+            "reportingController": "x",
+            "reportingInstance": "y",
+            "type": "Normal",
+        },
+    )
     assert [e.metadata.name for e in events_v1.list_namespaced_event(ns).items] == ["e1"]
     leases = client.CoordinationV1Api(api)
     leases.create_namespaced_lease(ns, {"metadata": {"name": "leader"}, "spec": {"holderIdentity": "a"}})
@@ -812,6 +1013,7 @@ def test_events_and_leases(api: client.ApiClient, core: client.CoreV1Api, ns: st
 
 
 # ---- clients, kubeconfig, request recording ------------------------------------------------
+
 
 def test_load_kube_config_and_request_recording(emu: KubeEmulator, tmp_path: Path, ns: str) -> None:
     saved = client.Configuration.get_default_copy()
@@ -827,15 +1029,19 @@ def test_load_kube_config_and_request_recording(emu: KubeEmulator, tmp_path: Pat
     client.CoreV1Api(api).list_namespaced_pod(ns, watch=False)
     client.CustomObjectsApi(api).delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "rec")
     records = [(r.verb, r.api_group, r.resource, r.subresource, r.namespace, r.token) for r in emu.requests]
-    assert records == [("create", GROUP, PLURAL, "", ns, "operator"),
-                       ("patch", GROUP, PLURAL, "status", ns, "operator"),
-                       ("list", "", "pods", "", ns, "api"), ("delete", GROUP, PLURAL, "", ns, "api")]
+    assert records == [
+        ("create", GROUP, PLURAL, "", ns, "operator"),
+        ("patch", GROUP, PLURAL, "status", ns, "operator"),
+        ("list", "", "pods", "", ns, "api"),
+        ("delete", GROUP, PLURAL, "", ns, "api"),
+    ]
     assert emu.requests[0][:5] == ("create", GROUP, PLURAL, "", ns) and "OpenAPI" in emu.requests[0].user_agent
     urllib.request.urlopen(f"{emu.url}/api/v1/watch/namespaces/{ns}/pods?timeoutSeconds=1").read()
     assert emu.requests[-1][:5] == ("watch", "", "pods", "", ns)
 
 
 # ---- the project's CRD, performance, standalone --------------------------------------------
+
 
 def test_project_evaljob_crd(emu: KubeEmulator, custom: client.CustomObjectsApi, ns: str) -> None:
     path, example = REPO / "crds" / "evaljob.yaml", REPO / "examples" / "evaljob-cpu.yaml"
@@ -848,15 +1054,17 @@ def test_project_evaljob_crd(emu: KubeEmulator, custom: client.CustomObjectsApi,
     valid = next(d for d in yaml.safe_load_all(example.read_text()) if d and d["kind"] == "EvalJob")
     created = custom.create_namespaced_custom_object(group, version, ns, plural, valid)
     assert created["metadata"]["name"].startswith(valid["metadata"]["generateName"])
-    assert created["spec"]["logSamples"] is True and created["spec"]["priority"] == 0      # schema defaults
+    assert created["spec"]["logSamples"] is True and created["spec"]["priority"] == 0  # schema defaults
     invalid = {**valid, "spec": {"tasks": [], "numGpus": 65}}
     causes = raises(422, custom.create_namespaced_custom_object, group, version, ns, plural, invalid)["details"][
-        "causes"]
+        "causes"
+    ]
     assert {c["field"] for c in causes} == {"spec.model", "spec.tasks", "spec.numGpus"}
     name = created["metadata"]["name"]
     conditions = {"status": {"conditions": [{"type": "Ready", "status": "True"}, {"type": "Ready", "status": "False"}]}}
-    causes = raises(422, custom.patch_namespaced_custom_object_status, group, version, ns, plural, name,
-                    conditions)["details"]["causes"]
+    causes = raises(422, custom.patch_namespaced_custom_object_status, group, version, ns, plural, name, conditions)[
+        "details"
+    ]["causes"]
     assert [(c["field"], c["reason"]) for c in causes] == [("status.conditions[1]", "FieldValueDuplicate")]
 
 
@@ -893,13 +1101,30 @@ def test_stop_and_start_again_keeps_the_store() -> None:
 def test_standalone_module(tmp_path: Path) -> None:
     import subprocess
     import sys
+
     crd_file = tmp_path / "crd.yaml"
     crd_file.write_text(yaml.safe_dump(WIDGET_CRD))
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
-    proc = subprocess.Popen([sys.executable, "-m", "kubeemu", "--port", "0", "--kubeconfig", str(tmp_path / "kc"),
-                             "--crd", str(crd_file), "--token", "bench"], stdout=subprocess.PIPE, env=env, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "kubeemu",
+            "--port",
+            "0",
+            "--kubeconfig",
+            str(tmp_path / "kc"),
+            "--crd",
+            str(crd_file),
+            "--token",
+            "bench",
+        ],
+        stdout=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
     try:
-        url = proc.stdout.readline().strip()      # type: ignore[union-attr]
+        url = proc.stdout.readline().strip()  # type: ignore[union-attr]
         api = kubernetes.config.new_client_from_config(str(tmp_path / "kc"))
         assert api.configuration.host == url
         listed = client.CustomObjectsApi(api).list_namespaced_custom_object(GROUP, VERSION, "default", PLURAL)

@@ -5,6 +5,7 @@ so it has its own event loop and stdout (KopfRunner would swap sys.stdout for th
 whole pytest process), and exercises discovery, list+watch with bookmarks, merge and
 JSON patches, the status subresource, finalizers, events and GC of adopted children.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -29,15 +30,29 @@ CRD = {
     "kind": "CustomResourceDefinition",
     "metadata": {"name": f"{PLURAL}.{GROUP}"},
     "spec": {
-        "group": GROUP, "scope": "Namespaced",
+        "group": GROUP,
+        "scope": "Namespaced",
         "names": {"plural": PLURAL, "singular": "kopfthing", "kind": "KopfThing"},
-        "versions": [{"name": VERSION, "served": True, "storage": True, "subresources": {"status": {}},
-                      "schema": {"openAPIV3Schema": {"type": "object", "properties": {
-                          "spec": {"type": "object", "properties": {"size": {"type": "integer"}}},
-                          "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}}}],
+        "versions": [
+            {
+                "name": VERSION,
+                "served": True,
+                "storage": True,
+                "subresources": {"status": {}},
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "properties": {
+                            "spec": {"type": "object", "properties": {"size": {"type": "integer"}}},
+                            "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                        },
+                    }
+                },
+            }
+        ],
     },
 }
-OPERATOR = '''
+OPERATOR = """
 import kopf
 import kubernetes
 
@@ -61,7 +76,7 @@ def created(body, spec, name, namespace, patch, **_):
 @kopf.on.delete("kubeemu.test", "v1", "kopfthings")
 def deleted(name, namespace, **_):
     kubernetes.client.CoreV1Api().create_namespaced_config_map(namespace, {"metadata": {"name": f"{name}-gone"}})
-'''
+"""
 
 
 def start_emulator(**kwargs: Any) -> KubeEmulator:
@@ -93,16 +108,20 @@ def kopf_running(emu: KubeEmulator, tmp_path: Path) -> Iterator[Callable[[], str
     operator.write_text(OPERATOR)
     kubeconfig = emu.write_kubeconfig(tmp_path / "kubeconfig", token="operator")
     log = (tmp_path / "kopf.log").open("w+")
-    proc = subprocess.Popen([sys.executable, "-m", "kopf", "run", "--standalone", "--namespace", "default",
-                             "--verbose", str(operator)], stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, "KUBECONFIG": str(kubeconfig)})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kopf", "run", "--standalone", "--namespace", "default", "--verbose", str(operator)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+    )
 
     def output() -> str:
         return (tmp_path / "kopf.log").read_text()
 
     try:
-        wait_for(lambda: any(r.token == "operator" and r.verb == "watch" and r.resource == PLURAL
-                             for r in emu.requests))
+        wait_for(
+            lambda: any(r.token == "operator" and r.verb == "watch" and r.resource == PLURAL for r in emu.requests)
+        )
         yield output
     finally:
         proc.send_signal(signal.SIGINT)
@@ -128,22 +147,35 @@ def test_kopf_operator_end_to_end(emu: KubeEmulator, tmp_path: Path) -> None:
     api = kubernetes.config.new_client_from_config(str(emu.write_kubeconfig(tmp_path / "tests", token="tests")))
     custom, core = client.CustomObjectsApi(api), client.CoreV1Api(api)
     with kopf_running(emu, tmp_path) as output:
-        custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, {
-            "apiVersion": f"{GROUP}/{VERSION}", "kind": "KopfThing", "metadata": {"name": "thing"},
-            "spec": {"size": 3}})
+        custom.create_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            "default",
+            PLURAL,
+            {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "KopfThing",
+                "metadata": {"name": "thing"},
+                "spec": {"size": 3},
+            },
+        )
         obj = wait_for(lambda: handled(emu, "thing"))
         assert obj["status"]["created"] == {"child": "thing-results"}
         assert "kopf.zalando.org/KopfFinalizerMarker" in obj["metadata"]["finalizers"]
         results = core.read_namespaced_config_map("thing-results", "default")
         assert results.data == {"size": "3"} and results.metadata.owner_references[0].uid == obj["metadata"]["uid"]
-        wait_for(lambda: any(e["involvedObject"]["name"] == "thing" and e["reason"] == "Created"
-                             for e in emu.list_objects("", "events", "default")))
+        wait_for(
+            lambda: any(
+                e["involvedObject"]["name"] == "thing" and e["reason"] == "Created"
+                for e in emu.list_objects("", "events", "default")
+            )
+        )
 
         custom.delete_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, "thing")
         wait_for(lambda: emu.get_object(GROUP, PLURAL, "thing", "default") is None)
-        assert emu.get_object("", "configmaps", "thing-gone", "default") is not None      # delete handler ran
-        assert emu.get_object("", "configmaps", "thing-results", "default") is None       # collected by GC
-        time.sleep(1.5)     # let bookmarks and timeoutSeconds reconnections pass through kopf
+        assert emu.get_object("", "configmaps", "thing-gone", "default") is not None  # delete handler ran
+        assert emu.get_object("", "configmaps", "thing-results", "default") is None  # collected by GC
+        time.sleep(1.5)  # let bookmarks and timeoutSeconds reconnections pass through kopf
     assert "Handler 'created' succeeded" in output() and "Handler 'deleted' succeeded" in output()
 
 
@@ -156,7 +188,7 @@ def test_kopf_recovers_from_410_gone(tmp_path: Path) -> None:
             wait_for(lambda: handled(emu, "before"))
             configmaps = emu.store.registry.get("", "v1", "configmaps")
             assert configmaps is not None
-            for i in range(40):          # push kopf's last seen resourceVersion out of the history
+            for i in range(40):  # push kopf's last seen resourceVersion out of the history
                 emu.store.create(configmaps, "kube-system", {"metadata": {"name": f"noise-{i}"}})
             wait_for(lambda: "Restarting the watch-stream for kopfthings" in output())
             create_thing(emu, "after")
@@ -169,6 +201,7 @@ def test_kopf_own_kubeconfig_login(emu: KubeEmulator, tmp_path: Path, monkeypatc
     """kopf's fallback parser (used without the kubernetes client) reads server and token too."""
     from kopf._cogs.configs.configuration import OperatorSettings
     from kopf._core.intents.piggybacking import login_with_kubeconfig
+
     monkeypatch.setenv("KUBECONFIG", str(emu.write_kubeconfig(tmp_path / "kc", token="operator")))
     info = login_with_kubeconfig(settings=OperatorSettings())
     assert info is not None and (info.server, info.token) == (emu.url, "operator")

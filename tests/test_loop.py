@@ -55,16 +55,23 @@ def test_queue_lists_every_running_job(eval_client: EvalClient, cluster: Any, ku
     names = [eval_client.evaluate(model="huggingface", tasks=["mme"])["job_id"] for _ in range(3)]
     for name in names[:2]:
         kubelet.run_pod(name)
-    cluster.wait(lambda: sorted(eval_client.get_queue_status()["running_jobs"]) == sorted(names[:2]), what="two running")
+    cluster.wait(
+        lambda: sorted(eval_client.get_queue_status()["running_jobs"]) == sorted(names[:2]), what="two running"
+    )
     queue = eval_client.get_queue_status()
     assert queue["queued_jobs"] == [names[2]]
     assert queue["running_job"] in names[:2]
 
 
-async def test_fifty_concurrent_submissions_all_end_right(async_eval_client: AsyncEvalClient, cluster: Any, kubelet: Any) -> None:
-    submitted = await asyncio.gather(*(
-        async_eval_client.evaluate(model="huggingface", tasks=["mme"], model_args={"pretrained": f"/ckpt/{i}"}) for i in range(50)
-    ))
+async def test_fifty_concurrent_submissions_all_end_right(
+    async_eval_client: AsyncEvalClient, cluster: Any, kubelet: Any
+) -> None:
+    submitted = await asyncio.gather(
+        *(
+            async_eval_client.evaluate(model="huggingface", tasks=["mme"], model_args={"pretrained": f"/ckpt/{i}"})
+            for i in range(50)
+        )
+    )
     names = [job["job_id"] for job in submitted]
     assert len(set(names)) == 50
 

@@ -32,10 +32,16 @@ def test_job_has_the_evaljobs_name_and_is_owned_by_it() -> None:
     job = build_job(evaljob(), OperatorSettings())
     assert job["metadata"]["name"] == "eval-abcde"
     assert job["metadata"]["namespace"] == "research"
-    assert job["metadata"]["ownerReferences"] == [{
-        "apiVersion": "evalkube.dev/v1alpha1", "kind": "EvalJob", "name": "eval-abcde", "uid": "uid-1",
-        "controller": True, "blockOwnerDeletion": True,
-    }]
+    assert job["metadata"]["ownerReferences"] == [
+        {
+            "apiVersion": "evalkube.dev/v1alpha1",
+            "kind": "EvalJob",
+            "name": "eval-abcde",
+            "uid": "uid-1",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
 
 
 def test_job_and_pod_template_carry_the_evalkube_labels() -> None:
@@ -46,20 +52,27 @@ def test_job_and_pod_template_carry_the_evalkube_labels() -> None:
 
 
 def test_gpus_become_limits_of_the_configured_resource() -> None:
-    assert container(build_job(evaljob(numGpus=4), OperatorSettings()))["resources"] == {"limits": {"nvidia.com/gpu": "4"}}
+    assert container(build_job(evaljob(numGpus=4), OperatorSettings()))["resources"] == {
+        "limits": {"nvidia.com/gpu": "4"}
+    }
     amd = build_job(evaljob(numGpus=2), OperatorSettings(gpu_resource_name="amd.com/gpu"))
     assert container(amd)["resources"] == {"limits": {"amd.com/gpu": "2"}}
 
 
 def test_zero_gpus_is_a_cpu_only_pod() -> None:
-    job = build_job(evaljob(numGpus=0, resources={"limits": {"nvidia.com/gpu": 3, "memory": "4Gi"}}), OperatorSettings())
+    job = build_job(
+        evaljob(numGpus=0, resources={"limits": {"nvidia.com/gpu": 3, "memory": "4Gi"}}), OperatorSettings()
+    )
     assert container(job)["resources"] == {"limits": {"memory": "4Gi"}}
 
 
 def test_resources_merge_admin_defaults_under_the_evaljobs_own() -> None:
     settings = OperatorSettings(default_resources={"requests": {"cpu": 2, "memory": "8Gi"}})
     job = build_job(evaljob(resources={"requests": {"memory": "32Gi"}}), settings)
-    assert container(job)["resources"] == {"requests": {"cpu": "2", "memory": "32Gi"}, "limits": {"nvidia.com/gpu": "1"}}
+    assert container(job)["resources"] == {
+        "requests": {"cpu": "2", "memory": "32Gi"},
+        "limits": {"nvidia.com/gpu": "1"},
+    }
 
 
 def test_runs_the_runner_never_restarts_and_never_retries() -> None:
@@ -77,9 +90,18 @@ def test_image_override_from_the_evaljob() -> None:
 
 
 def test_spec_reaches_the_runner_without_pod_only_fields() -> None:
-    job = build_job(evaljob(modelArgs={"pretrained": "/m"}, limit=5, priority=3, timeoutSeconds=60, cancelRequested=False), OperatorSettings())
+    job = build_job(
+        evaljob(modelArgs={"pretrained": "/m"}, limit=5, priority=3, timeoutSeconds=60, cancelRequested=False),
+        OperatorSettings(),
+    )
     values = env(job)
-    assert json.loads(values["EVALKUBE_SPEC"]) == {"model": "huggingface", "tasks": ["mme"], "numGpus": 1, "modelArgs": {"pretrained": "/m"}, "limit": 5}
+    assert json.loads(values["EVALKUBE_SPEC"]) == {
+        "model": "huggingface",
+        "tasks": ["mme"],
+        "numGpus": 1,
+        "modelArgs": {"pretrained": "/m"},
+        "limit": 5,
+    }
     assert values["EVALKUBE_EVALJOB_NAME"] == "eval-abcde"
     assert values["EVALKUBE_EVALJOB_UID"] == "uid-1"
     assert values["EVALKUBE_NAMESPACE"] == "research"
@@ -99,8 +121,10 @@ def test_memory_backed_shm_and_restricted_security_context() -> None:
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert container(job)["securityContext"] == {
-        "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
-        "runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"},
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
     }
 
 
@@ -120,18 +144,26 @@ def test_artifacts_and_model_cache_volumes_from_settings() -> None:
     assert env(job)["HF_HOME"] == "/cache/huggingface"
 
 
-@pytest.mark.parametrize(("operator_allows", "evaljob_asks", "online"), [(False, True, False), (True, False, False), (True, True, True)])
-def test_online_only_when_both_operator_and_evaljob_allow_it(operator_allows: bool, evaljob_asks: bool, online: bool) -> None:
+@pytest.mark.parametrize(
+    ("operator_allows", "evaljob_asks", "online"), [(False, True, False), (True, False, False), (True, True, True)]
+)
+def test_online_only_when_both_operator_and_evaljob_allow_it(
+    operator_allows: bool, evaljob_asks: bool, online: bool
+) -> None:
     job = build_job(evaljob(allowOnline=evaljob_asks), OperatorSettings(allow_online=operator_allows))
     assert (env(job).get("EVALKUBE_ALLOW_ONLINE") == "1") is online
 
 
 def test_scheduling_settings_merge_with_the_evaljobs() -> None:
     settings = OperatorSettings(
-        node_selector={"pool": "gpu"}, tolerations=[{"key": "gpu", "operator": "Exists"}],
-        evaluator_service_account="evaluator", image_pull_secrets=["regcred"],
+        node_selector={"pool": "gpu"},
+        tolerations=[{"key": "gpu", "operator": "Exists"}],
+        evaluator_service_account="evaluator",
+        image_pull_secrets=["regcred"],
     )
-    pod = build_job(evaljob(nodeSelector={"gpu": "h100"}, tolerations=[{"key": "spot", "operator": "Exists"}]), settings)["spec"]["template"]["spec"]
+    pod = build_job(
+        evaljob(nodeSelector={"gpu": "h100"}, tolerations=[{"key": "spot", "operator": "Exists"}]), settings
+    )["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"pool": "gpu", "gpu": "h100"}
     assert pod["tolerations"] == [{"key": "gpu", "operator": "Exists"}, {"key": "spot", "operator": "Exists"}]
     assert pod["serviceAccountName"] == "evaluator"

@@ -16,8 +16,11 @@ from evalkube.resource import Phase
 SPEC = {"model": "huggingface", "tasks": ["mme"], "numGpus": 1}
 RESULTS = {
     "results": {"mme": {"alias": "mme", "exact_match,none": 0.75, "exact_match_stderr,none": "N/A"}},
-    "versions": {"mme": 1}, "n-shot": {"mme": 0}, "n-samples": {"mme": {"original": 4, "effective": 4}},
-    "config": {"model": "huggingface"}, "lmms_eval_version": "0.7.3",
+    "versions": {"mme": 1},
+    "n-shot": {"mme": 0},
+    "n-samples": {"mme": {"original": 4, "effective": 4}},
+    "config": {"model": "huggingface"},
+    "lmms_eval_version": "0.7.3",
 }
 
 pytestmark = pytest.mark.usefixtures("operator")
@@ -31,7 +34,12 @@ def test_kubectl_applied_evaljob_gets_a_job_and_is_queued(cluster: Any, kubelet:
     job = cluster.wait(lambda: cluster.job(name), what="the Job")
     assert job.metadata.labels == {resource.LABEL_MANAGED_BY: resource.MANAGED_BY, resource.LABEL_EVALJOB: name}
     owner = job.metadata.owner_references[0]
-    assert (owner.kind, owner.name, owner.uid, owner.controller) == ("EvalJob", name, cluster.evaljob(name)["metadata"]["uid"], True)
+    assert (owner.kind, owner.name, owner.uid, owner.controller) == (
+        "EvalJob",
+        name,
+        cluster.evaljob(name)["metadata"]["uid"],
+        True,
+    )
     assert job.spec.template.spec.containers[0].resources.limits == {"nvidia.com/gpu": "1"}
 
 
@@ -39,9 +47,13 @@ def test_waiting_for_gpus_says_what_it_waits_for(cluster: Any, kubelet: Any) -> 
     name = cluster.apply(SPEC)
     kubelet.wait_for_pod(name)
     kubelet.unschedulable(name, "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.")
-    cluster.wait(lambda: "Insufficient nvidia.com/gpu" in cluster.status(name).get("message", ""), what="the scheduler's reason")
+    cluster.wait(
+        lambda: "Insufficient nvidia.com/gpu" in cluster.status(name).get("message", ""), what="the scheduler's reason"
+    )
     assert cluster.status(name)["phase"] == Phase.QUEUED
-    assert cluster.status(name)["message"] == "waiting for a node: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
+    assert (
+        cluster.status(name)["message"] == "waiting for a node: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
+    )
 
 
 def test_full_lifecycle_to_completed_with_the_metrics(cluster: Any, kubelet: Any) -> None:
@@ -89,7 +101,9 @@ def test_timeout_is_explained(cluster: Any, kubelet: Any) -> None:
     name = cluster.apply({**SPEC, "timeoutSeconds": 30})
     kubelet.run_pod(name)
     kubelet.deadline_exceeded(name)
-    assert cluster.wait_phase(name, Phase.FAILED)["error"] == "timed out: the evaluation ran longer than timeoutSeconds=30"
+    assert (
+        cluster.wait_phase(name, Phase.FAILED)["error"] == "timed out: the evaluation ran longer than timeoutSeconds=30"
+    )
 
 
 def test_image_pull_error_fails_and_frees_the_job(cluster: Any, kubelet: Any) -> None:
@@ -104,7 +118,10 @@ def test_image_pull_error_fails_and_frees_the_job(cluster: Any, kubelet: Any) ->
 def test_missing_custom_tasks_configmap_fails_before_any_job(cluster: Any, kubelet: Any) -> None:
     name = cluster.apply({**SPEC, "customTasks": {"configMap": "no-such-tasks"}})
     failed = cluster.wait_phase(name, Phase.FAILED)
-    assert failed["error"] == f"spec.customTasks.configMap: ConfigMap 'no-such-tasks' not found in namespace '{cluster.namespace}'"
+    assert (
+        failed["error"]
+        == f"spec.customTasks.configMap: ConfigMap 'no-such-tasks' not found in namespace '{cluster.namespace}'"
+    )
     assert cluster.job(name) is None
 
 
@@ -124,7 +141,9 @@ def test_cancel_while_running_deletes_job_and_pod(cluster: Any, kubelet: Any) ->
     cluster.patch_spec(name, {"cancelRequested": True})
     cluster.wait_phase(name, Phase.CANCELLED)
     cluster.wait(lambda: cluster.job(name) is None, what="the Job to be deleted")
-    cluster.wait(lambda: not cluster.core.list_namespaced_pod(cluster.namespace).items, what="the pod to be garbage-collected")
+    cluster.wait(
+        lambda: not cluster.core.list_namespaced_pod(cluster.namespace).items, what="the pod to be garbage-collected"
+    )
 
 
 def test_finished_evaljob_never_runs_again(cluster: Any, kubelet: Any) -> None:
@@ -155,7 +174,9 @@ def test_deleting_the_evaljob_deletes_its_job_pod_and_results(cluster: Any, kube
     kubelet.finish(name, 0, results=RESULTS)
     cluster.wait_phase(name, Phase.COMPLETED)
     cluster.delete(name)
-    cluster.wait(lambda: cluster.job(name) is None and cluster.config_map(f"{name}-result") is None, what="garbage collection")
+    cluster.wait(
+        lambda: cluster.job(name) is None and cluster.config_map(f"{name}-result") is None, what="garbage collection"
+    )
 
 
 def test_large_results_are_bounded_in_status(cluster: Any, kubelet: Any) -> None:

@@ -8,6 +8,7 @@ import pytest
 from evalkube import resource
 from evalkube.operator.jobspec import build_job
 from evalkube.operator.settings import OperatorSettings
+
 from pss import violations
 
 EVALJOB = {
@@ -21,13 +22,25 @@ VARIANTS = {
     "defaults": ({}, OperatorSettings()),
     "cpu-only": ({"numGpus": 0}, OperatorSettings()),
     "everything": (
-        {"numGpus": 8, "timeoutSeconds": 3600, "image": "eval:2", "resources": {"requests": {"cpu": 8, "memory": "64Gi"}},
-         "nodeSelector": {"pool": "h100"}, "tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}],
-         "customTasks": {"configMap": "my-tasks"}, "allowOnline": True},
+        {
+            "numGpus": 8,
+            "timeoutSeconds": 3600,
+            "image": "eval:2",
+            "resources": {"requests": {"cpu": 8, "memory": "64Gi"}},
+            "nodeSelector": {"pool": "h100"},
+            "tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}],
+            "customTasks": {"configMap": "my-tasks"},
+            "allowOnline": True,
+        },
         OperatorSettings(
-            artifacts_pvc="artifacts", model_cache_pvc="hf-cache", evaluator_service_account="evaluator",
-            image_pull_secrets=["regcred"], kueue_queue_name="team-a", allow_online=True,
-            default_resources={"limits": {"memory": "96Gi"}}, node_selector={"gpu": "true"},
+            artifacts_pvc="artifacts",
+            model_cache_pvc="hf-cache",
+            evaluator_service_account="evaluator",
+            image_pull_secrets=["regcred"],
+            kueue_queue_name="team-a",
+            allow_online=True,
+            default_resources={"limits": {"memory": "96Gi"}},
+            node_selector={"gpu": "true"},
             tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
         ),
     ),

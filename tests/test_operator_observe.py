@@ -9,20 +9,34 @@ from evalkube.resource import Phase
 
 
 def job(conditions: list[dict[str, Any]] | None = None, **spec: Any) -> dict[str, Any]:
-    return {"metadata": {"name": "eval-x"}, "spec": {"backoffLimit": 0, **spec},
-            "status": {"startTime": "2026-01-01T00:00:00Z", "conditions": conditions or []}}
+    return {
+        "metadata": {"name": "eval-x"},
+        "spec": {"backoffLimit": 0, **spec},
+        "status": {"startTime": "2026-01-01T00:00:00Z", "conditions": conditions or []},
+    }
 
 
-def pod(state: dict[str, Any] | None = None, conditions: list[dict[str, Any]] | None = None, node: str | None = "gpu-1") -> dict[str, Any]:
+def pod(
+    state: dict[str, Any] | None = None, conditions: list[dict[str, Any]] | None = None, node: str | None = "gpu-1"
+) -> dict[str, Any]:
     status: dict[str, Any] = {"conditions": conditions or []}
     if state is not None:
         status["containerStatuses"] = [{"name": "evaluator", "state": state}]
-    return {"metadata": {"name": "eval-x", "creationTimestamp": "2026-01-01T00:00:00Z"},
-            "spec": {"nodeName": node, "containers": [{"image": "eval:1"}]}, "status": status}
+    return {
+        "metadata": {"name": "eval-x", "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "spec": {"nodeName": node, "containers": [{"image": "eval:1"}]},
+        "status": status,
+    }
 
 
 def cond(kind: str, reason: str = "", message: str = "", status: str = "True") -> dict[str, Any]:
-    return {"type": kind, "status": status, "reason": reason, "message": message, "lastTransitionTime": "2026-01-01T00:05:00Z"}
+    return {
+        "type": kind,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": "2026-01-01T00:05:00Z",
+    }
 
 
 def test_no_pod_yet_is_queued() -> None:
@@ -56,7 +70,14 @@ def test_started_container_is_running_with_its_start_time() -> None:
 
 
 def test_complete_job_succeeded_and_waits_for_results() -> None:
-    finished = {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": "2026-01-01T00:01:00Z", "finishedAt": "2026-01-01T00:04:00Z"}}
+    finished = {
+        "terminated": {
+            "exitCode": 0,
+            "reason": "Completed",
+            "startedAt": "2026-01-01T00:01:00Z",
+            "finishedAt": "2026-01-01T00:04:00Z",
+        }
+    }
     seen = observe(job([cond("Complete")]), [pod(finished)])
     assert seen.succeeded
     assert seen.started_at == "2026-01-01T00:01:00Z"
@@ -70,7 +91,9 @@ def test_nonzero_exit_fails_with_the_runners_message() -> None:
 
 
 def test_oom_killed_says_so_and_what_to_do() -> None:
-    seen = observe(job([cond("Failed", "BackoffLimitExceeded")]), [pod({"terminated": {"exitCode": 137, "reason": "OOMKilled"}})])
+    seen = observe(
+        job([cond("Failed", "BackoffLimitExceeded")]), [pod({"terminated": {"exitCode": 137, "reason": "OOMKilled"}})]
+    )
     assert seen.phase == Phase.FAILED
     assert "OOMKilled" in seen.error and "memory" in seen.error
 

@@ -10,12 +10,13 @@ from typing import Any
 import kubernetes
 import pytest
 import yaml
+from test_chart import NAMESPACE as RELEASE_NAMESPACE
+from test_chart import render, service_account
+from test_rbac_recorded import forbidden, recorded
 
 import rbac
 from harness.operator_process import OperatorProcess
 from kubeemu import KubeEmulator
-from test_chart import NAMESPACE as RELEASE_NAMESPACE, render, service_account
-from test_rbac_recorded import forbidden, recorded
 
 PEERING_CRDS = Path(__file__).resolve().parent.parent / "charts" / "evalkube" / "crds" / "kopf-peering.yaml"
 SPEC = {"model": "huggingface", "tasks": ["mme"], "numGpus": 1}
@@ -30,10 +31,20 @@ def replicas(kube_emulator: KubeEmulator, kube_client: kubernetes.client.ApiClie
         kube_emulator.apply_crd(crd)
     # What the chart renders for replicas > 1: the peering object kopf keeps alive.
     kubernetes.client.CustomObjectsApi(kube_client).create_namespaced_custom_object(
-        "kopf.dev", "v1", namespace, "kopfpeerings", {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "evalkube"}}
+        "kopf.dev",
+        "v1",
+        namespace,
+        "kopfpeerings",
+        {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "evalkube"}},
     )
     operators = [
-        OperatorProcess(kubeconfigs["operator"], [namespace], tmp_path / f"replica-{i}.log", {"PEERING_LIFETIME_SECONDS": "10"}, peering="evalkube")
+        OperatorProcess(
+            kubeconfigs["operator"],
+            [namespace],
+            tmp_path / f"replica-{i}.log",
+            {"PEERING_LIFETIME_SECONDS": "10"},
+            peering="evalkube",
+        )
         for i in range(2)
     ]
     for operator in operators:
@@ -54,14 +65,24 @@ def test_one_replica_is_active_and_a_standby_takes_over(replicas: list[OperatorP
 
     active.stop(kill=True)  # the active replica dies without a word
     second = cluster.apply(SPEC)
-    cluster.wait(lambda: f"created Job {cluster.namespace}/{second}" in standby.log(), timeout=60, what="the standby to take over")
+    cluster.wait(
+        lambda: f"created Job {cluster.namespace}/{second}" in standby.log(),
+        timeout=60,
+        what="the standby to take over",
+    )
     assert cluster.job(second)
     assert created not in standby.log()
     assert len(cluster.batch.list_namespaced_job(cluster.namespace).items) == 2
 
     # The chart's RBAC for replicas > 1 allows everything the replicas did, peering included.
-    docs = render("--set", "operator.replicas=2", "--set", f"watchNamespaces={{{cluster.namespace}}}",
-                  "--set", f"api.namespace={cluster.namespace}")
+    docs = render(
+        "--set",
+        "operator.replicas=2",
+        "--set",
+        f"watchNamespaces={{{cluster.namespace}}}",
+        "--set",
+        f"api.namespace={cluster.namespace}",
+    )
     rules = rbac.rules_from_manifests(docs, service_account(docs, "operator"), RELEASE_NAMESPACE)
     calls = recorded(kube_emulator.requests, "operator")
     peering = {call for call in calls if call[2] == "kopfpeerings"}

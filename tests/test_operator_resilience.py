@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from evalkube.resource import Phase
 
@@ -10,7 +11,9 @@ SPEC = {"model": "huggingface", "tasks": ["mme"], "numGpus": 1}
 RESULTS = {"results": {"mme": {"exact_match,none": 1.0}}}
 
 
-def test_restart_in_the_middle_of_a_job_resumes_it(cluster: Any, kubelet: Any, start_operator: Callable[..., Any]) -> None:
+def test_restart_in_the_middle_of_a_job_resumes_it(
+    cluster: Any, kubelet: Any, start_operator: Callable[..., Any]
+) -> None:
     operator = start_operator()
     name = cluster.apply(SPEC)
     kubelet.run_pod(name)
@@ -27,7 +30,9 @@ def test_restart_in_the_middle_of_a_job_resumes_it(cluster: Any, kubelet: Any, s
     assert cluster.job(name).metadata.uid == job_uid  # the same Job: nothing was re-created or re-run
 
 
-def test_restart_before_the_job_exists_creates_it_once(cluster: Any, kubelet: Any, start_operator: Callable[..., Any]) -> None:
+def test_restart_before_the_job_exists_creates_it_once(
+    cluster: Any, kubelet: Any, start_operator: Callable[..., Any]
+) -> None:
     names = [cluster.apply(SPEC) for _ in range(3)]  # applied while no operator runs
     operator = start_operator()
     for name in names:
@@ -39,7 +44,9 @@ def test_restart_before_the_job_exists_creates_it_once(cluster: Any, kubelet: An
     assert len(cluster.batch.list_namespaced_job(cluster.namespace).items) == 3
 
 
-def test_a_job_deleted_while_the_operator_was_down_fails_the_evaljob(cluster: Any, kubelet: Any, start_operator: Callable[..., Any]) -> None:
+def test_a_job_deleted_while_the_operator_was_down_fails_the_evaljob(
+    cluster: Any, kubelet: Any, start_operator: Callable[..., Any]
+) -> None:
     operator = start_operator()
     name = cluster.apply(SPEC)
     kubelet.run_pod(name)
@@ -52,7 +59,9 @@ def test_a_job_deleted_while_the_operator_was_down_fails_the_evaljob(cluster: An
     assert "deleted before the evaluation finished" in cluster.wait_phase(name, Phase.FAILED)["error"]
 
 
-def test_retention_keeps_the_newest_finished_evaljobs(cluster: Any, kubelet: Any, start_operator: Callable[..., Any]) -> None:
+def test_retention_keeps_the_newest_finished_evaljobs(
+    cluster: Any, kubelet: Any, start_operator: Callable[..., Any]
+) -> None:
     start_operator(max_completed_jobs=2)
     names = []
     for _ in range(4):
@@ -64,10 +73,15 @@ def test_retention_keeps_the_newest_finished_evaljobs(cluster: Any, kubelet: Any
     cluster.wait(lambda: all(cluster.evaljob(name) is None for name in names[:2]), what="the two oldest to be deleted")
     assert all(cluster.evaljob(name) is not None for name in names[2:])
     # their children went with them
-    cluster.wait(lambda: all(cluster.config_map(f"{name}-result") is None for name in names[:2]), what="their results ConfigMaps to go")
+    cluster.wait(
+        lambda: all(cluster.config_map(f"{name}-result") is None for name in names[:2]),
+        what="their results ConfigMaps to go",
+    )
 
 
-def test_running_slots_admit_queued_evaljobs_by_priority_then_age(cluster: Any, kubelet: Any, start_operator: Callable[..., Any]) -> None:
+def test_running_slots_admit_queued_evaljobs_by_priority_then_age(
+    cluster: Any, kubelet: Any, start_operator: Callable[..., Any]
+) -> None:
     start_operator(max_running=1)
     first = cluster.apply(SPEC)
     cluster.wait(lambda: cluster.job(first), what="the first Job")

@@ -11,11 +11,26 @@ from evalkube.protocol import EvaluateRequest, JobStatus
 
 def full_request() -> EvaluateRequest:
     return EvaluateRequest(
-        model="vllm", tasks=["mmmu_val", "mme"], model_args={"model": "/ckpt/step-100", "gpu_memory_utilization": 0.8},
-        num_fewshot=2, batch_size="auto", device="cuda", limit=0.25, gen_kwargs="temperature=0,max_new_tokens=32",
-        log_samples=False, predict_only=True, num_gpus=4, output_dir="runs/step-100", priority=5, timeout_seconds=3600,
-        image="eval:2", resources={"limits": {"memory": "64Gi"}}, node_selector={"pool": "h100"},
-        tolerations=[{"key": "gpu", "operator": "Exists"}], custom_tasks={"config_map": "my-tasks"}, allow_online=True,
+        model="vllm",
+        tasks=["mmmu_val", "mme"],
+        model_args={"model": "/ckpt/step-100", "gpu_memory_utilization": 0.8},
+        num_fewshot=2,
+        batch_size="auto",
+        device="cuda",
+        limit=0.25,
+        gen_kwargs="temperature=0,max_new_tokens=32",
+        log_samples=False,
+        predict_only=True,
+        num_gpus=4,
+        output_dir="runs/step-100",
+        priority=5,
+        timeout_seconds=3600,
+        image="eval:2",
+        resources={"limits": {"memory": "64Gi"}},
+        node_selector={"pool": "h100"},
+        tolerations=[{"key": "gpu", "operator": "Exists"}],
+        custom_tasks={"config_map": "my-tasks"},
+        allow_online=True,
     )
 
 
@@ -37,7 +52,15 @@ def test_spec_is_camel_case_and_model_args_keys_pass_untouched() -> None:
 
 def test_unset_optional_fields_stay_out_of_the_spec() -> None:
     spec = mapping.request_to_spec(EvaluateRequest(model="hf", tasks=["mme"]))
-    assert spec == {"model": "hf", "tasks": ["mme"], "logSamples": True, "predictOnly": False, "numGpus": 1, "priority": 0, "allowOnline": False}
+    assert spec == {
+        "model": "hf",
+        "tasks": ["mme"],
+        "logSamples": True,
+        "predictOnly": False,
+        "numGpus": 1,
+        "priority": 0,
+        "allowOnline": False,
+    }
 
 
 def test_upstream_defaults() -> None:
@@ -53,12 +76,23 @@ def test_manifest_uses_generate_name_and_records_submission_time() -> None:
     assert manifest["metadata"]["annotations"][resource.ANNOTATION_SUBMITTED_AT].endswith("Z")
 
 
-@pytest.mark.parametrize(("phase", "status"), [
-    (None, JobStatus.QUEUED), ("Queued", JobStatus.QUEUED), ("Running", JobStatus.RUNNING),
-    ("Completed", JobStatus.COMPLETED), ("Failed", JobStatus.FAILED), ("Cancelled", JobStatus.CANCELLED),
-])
+@pytest.mark.parametrize(
+    ("phase", "status"),
+    [
+        (None, JobStatus.QUEUED),
+        ("Queued", JobStatus.QUEUED),
+        ("Running", JobStatus.RUNNING),
+        ("Completed", JobStatus.COMPLETED),
+        ("Failed", JobStatus.FAILED),
+        ("Cancelled", JobStatus.CANCELLED),
+    ],
+)
 def test_phase_maps_to_rest_status(phase: str | None, status: JobStatus) -> None:
-    evaljob = {"metadata": {"name": "eval-x"}, "spec": {"model": "hf", "tasks": ["t"]}, "status": {"phase": phase} if phase else {}}
+    evaljob = {
+        "metadata": {"name": "eval-x"},
+        "spec": {"model": "hf", "tasks": ["t"]},
+        "status": {"phase": phase} if phase else {},
+    }
     assert mapping.job_status(evaljob) is status
 
 
@@ -66,8 +100,13 @@ def test_job_info_carries_the_metrics_and_times() -> None:
     evaljob = {
         "metadata": {"name": "eval-x", "creationTimestamp": "2026-01-01T00:00:00Z"},
         "spec": {"model": "hf", "tasks": ["mme"], "numGpus": 0},
-        "status": {"phase": "Completed", "startedAt": "2026-01-01T00:01:00Z", "completedAt": "2026-01-01T00:02:00Z",
-                   "result": {"results": {"mme": {"exact_match,none": 0.5}}}, "artifacts": {"directory": "/artifacts/x"}},
+        "status": {
+            "phase": "Completed",
+            "startedAt": "2026-01-01T00:01:00Z",
+            "completedAt": "2026-01-01T00:02:00Z",
+            "result": {"results": {"mme": {"exact_match,none": 0.5}}},
+            "artifacts": {"directory": "/artifacts/x"},
+        },
     }
     info = mapping.job_info(evaljob, position_in_queue=3)
     assert info.job_id == "eval-x"
@@ -79,25 +118,28 @@ def test_job_info_carries_the_metrics_and_times() -> None:
     assert info.artifacts == {"directory": "/artifacts/x"}
 
 
-@pytest.mark.parametrize(("fields", "location"), [
-    ({"tasks": []}, "tasks"),
-    ({"tasks": ["mme,mmmu_val"]}, "tasks"),
-    ({"tasks": ["--model_args"]}, "tasks"),
-    ({"model": "hf\n--tasks x"}, "model"),
-    ({"model_args": {"pretrained": "/m,device=cuda:1"}}, "model_args"),
-    ({"model_args": {"a=b": 1}}, "model_args"),
-    ({"model_args": {"nested": {"x": 1}}}, "model_args"),
-    ({"gen_kwargs": "temperature"}, "gen_kwargs"),
-    ({"gen_kwargs": "temperature=0\nmax_new_tokens=5"}, "gen_kwargs"),
-    ({"gen_kwargs": "temperature=0,--max_new_tokens=5"}, "gen_kwargs"),
-    ({"gen_kwargs": "stop=--x"}, "gen_kwargs"),
-    ({"num_gpus": -1}, "num_gpus"),
-    ({"limit": 0}, "limit"),
-    ({"batch_size": 0}, "batch_size"),
-    ({"output_dir": "/etc"}, "output_dir"),
-    ({"output_dir": "../../x"}, "output_dir"),
-    ({"num_gpu": 2}, "num_gpu"),
-])
+@pytest.mark.parametrize(
+    ("fields", "location"),
+    [
+        ({"tasks": []}, "tasks"),
+        ({"tasks": ["mme,mmmu_val"]}, "tasks"),
+        ({"tasks": ["--model_args"]}, "tasks"),
+        ({"model": "hf\n--tasks x"}, "model"),
+        ({"model_args": {"pretrained": "/m,device=cuda:1"}}, "model_args"),
+        ({"model_args": {"a=b": 1}}, "model_args"),
+        ({"model_args": {"nested": {"x": 1}}}, "model_args"),
+        ({"gen_kwargs": "temperature"}, "gen_kwargs"),
+        ({"gen_kwargs": "temperature=0\nmax_new_tokens=5"}, "gen_kwargs"),
+        ({"gen_kwargs": "temperature=0,--max_new_tokens=5"}, "gen_kwargs"),
+        ({"gen_kwargs": "stop=--x"}, "gen_kwargs"),
+        ({"num_gpus": -1}, "num_gpus"),
+        ({"limit": 0}, "limit"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"output_dir": "/etc"}, "output_dir"),
+        ({"output_dir": "../../x"}, "output_dir"),
+        ({"num_gpu": 2}, "num_gpu"),
+    ],
+)
 def test_bad_requests_name_the_field(fields: dict, location: str) -> None:
     with pytest.raises(ValidationError) as raised:
         EvaluateRequest(**{"model": "hf", "tasks": ["mme"], **fields})

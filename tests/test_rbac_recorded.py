@@ -26,45 +26,56 @@ from typing import Any
 
 import kubernetes
 import pytest
-
-import rbac
 from conftest import Cluster
+from test_chart import NAMESPACE as RELEASE_NAMESPACE
+from test_chart import container, env, granted, render, service_account
+
 from evalkube import EvalClient, kube, resource
 from evalkube.api.settings import ApiSettings
 from evalkube.client import EvalServerError
 from evalkube.resource import Phase
 from evalkube.runner import kube as runner_kube
+
+import rbac
 from harness.api_server import ApiServer, PrivateKube, wait_until
 from harness.kubelet import FakeKubelet
 from harness.operator_process import OperatorProcess
 from kubeemu import KubeEmulator, RequestRecord
-from test_chart import NAMESPACE as RELEASE_NAMESPACE, container, env, granted, render, service_account
 
 Call = tuple[str, str, str, str, str | None]  # verb, API group, resource, subresource, namespace (None: all)
 Grant = tuple[str, str, str, str]  # verb, API group, resource, subresource
 
 # Granted, justified, and not exercised by the workload below: (component, grant) -> why.
 UNEXERCISED: dict[tuple[str, Grant], str] = {
-    ("operator", ("update", "evalkube.dev", "evaljobs", "finalizers")):
-        "the operator's Jobs carry an ownerReference with blockOwnerDeletion; where the "
-        "OwnerReferencesPermissionEnforcement admission plugin runs (OpenShift) that needs update "
-        "on the owner's finalizers. The emulator runs no admission plugins.",
-    ("operator", ("create", "", "events", "")):
-        "kopf posts a core/v1 Event (create, never patch) for each warning or error it logs about "
-        "an object (posting.level WARNING), e.g. a handler that raised; the reconciler handles its "
-        "own errors, so a healthy run posts none.",
+    (
+        "operator",
+        ("update", "evalkube.dev", "evaljobs", "finalizers"),
+    ): "the operator's Jobs carry an ownerReference with blockOwnerDeletion; where the "
+    "OwnerReferencesPermissionEnforcement admission plugin runs (OpenShift) that needs update "
+    "on the owner's finalizers. The emulator runs no admission plugins.",
+    (
+        "operator",
+        ("create", "", "events", ""),
+    ): "kopf posts a core/v1 Event (create, never patch) for each warning or error it logs about "
+    "an object (posting.level WARNING), e.g. a handler that raised; the reconciler handles its "
+    "own errors, so a healthy run posts none.",
 }
 
 CATALOG = {"tasks": ["mme", "mmmu_val"], "models": ["huggingface", "llava"]}
 CUSTOM_TASKS = {"my_task.yaml": "task: my_task\ndataset_path: json\noutput_type: generate_until\n"}
-RESULTS = {resource.RESULTS_KEY: json.dumps({"results": {"mme": {"exact_match,none": 1.0}}}),
-           resource.RESULTS_META_KEY: json.dumps({"dropped": []})}
+RESULTS = {
+    resource.RESULTS_KEY: json.dumps({"results": {"mme": {"exact_match,none": 1.0}}}),
+    resource.RESULTS_META_KEY: json.dumps({"dropped": []}),
+}
 
 
 def recorded(records: Iterable[RequestRecord], token: str) -> set[Call]:
     """The token's calls as RBAC sees them (discovery and /version, resource "", left out)."""
-    return {(r.verb, r.api_group, r.resource, r.subresource, r.namespace or None)
-            for r in records if r.token == token and r.resource}
+    return {
+        (r.verb, r.api_group, r.resource, r.subresource, r.namespace or None)
+        for r in records
+        if r.token == token and r.resource
+    }
 
 
 def forbidden(rules: list[dict[str, Any]], calls: set[Call]) -> list[Call]:
@@ -72,8 +83,9 @@ def forbidden(rules: list[dict[str, Any]], calls: set[Call]) -> list[Call]:
 
 
 def show(calls: Iterable[Call]) -> str:
-    return "\n  ".join(sorted(f"{v} {g or 'core'}/{r}{'/' + s if s else ''} in {ns or '(all)'}"
-                              for v, g, r, s, ns in calls))
+    return "\n  ".join(
+        sorted(f"{v} {g or 'core'}/{r}{'/' + s if s else ''} in {ns or '(all)'}" for v, g, r, s, ns in calls)
+    )
 
 
 def assert_exactly_what_it_does(component: str, rules: list[dict[str, Any]], calls: set[Call]) -> None:
@@ -100,21 +112,33 @@ def run_to_running(cluster: Cluster, kubelet: FakeKubelet, name: str) -> None:
 
 
 def test_each_serviceaccount_may_do_exactly_what_its_component_does(
-    kube_emulator: KubeEmulator, kubeconfigs: dict[str, str], api_kubeconfig: str, namespace: str,
-    start_operator: Callable[..., OperatorProcess], kubelet: FakeKubelet, cluster: Cluster,
+    kube_emulator: KubeEmulator,
+    kubeconfigs: dict[str, str],
+    api_kubeconfig: str,
+    namespace: str,
+    start_operator: Callable[..., OperatorProcess],
+    kubelet: FakeKubelet,
+    cluster: Cluster,
 ) -> None:
     first = len(kube_emulator.requests)
     operator = start_operator(max_completed_jobs=1, max_running=1)
-    with ApiServer(ApiSettings(namespace=namespace, kubeconfig=api_kubeconfig)) as api, \
-            EvalClient(api.url, timeout=30) as client, kube.api_client(kubeconfigs["evaluator"]) as pod:
+    with (
+        ApiServer(ApiSettings(namespace=namespace, kubeconfig=api_kubeconfig)) as api,
+        EvalClient(api.url, timeout=30) as client,
+        kube.api_client(kubeconfigs["evaluator"]) as pod,
+    ):
         evaluator = kubernetes.client.CoreV1Api(pod)
         assert client.health()["status"] == "healthy"
         assert not catalog_served(client)  # no catalog ConfigMap yet: 503 saying why
         # The catalog hook (evaluator ServiceAccount) at install, and again at upgrade (replace).
         for _ in range(2):
-            runner_kube.put_configmap(evaluator, namespace, "evalkube-catalog",
-                                      {resource.CATALOG_KEY: json.dumps(CATALOG)},
-                                      {resource.LABEL_MANAGED_BY: resource.MANAGED_BY})
+            runner_kube.put_configmap(
+                evaluator,
+                namespace,
+                "evalkube-catalog",
+                {resource.CATALOG_KEY: json.dumps(CATALOG)},
+                {resource.LABEL_MANAGED_BY: resource.MANAGED_BY},
+            )
         wait_until(lambda: catalog_served(client), "the API to serve the catalog")
 
         # A's Job takes the one running slot (max_running=1); B waits for it and is cancelled.
@@ -162,14 +186,18 @@ def test_each_serviceaccount_may_do_exactly_what_its_component_does(
         assert "out of memory" in cluster.wait_phase(e, Phase.FAILED)["error"]
         assert client.health()["status"] == "healthy"
     records = kube_emulator.requests[first:]
-    assert any(r.token == "operator" and (r.verb, r.resource) == ("list", "pods") and "kopf" not in r.user_agent
-               for r in records), "the operator never re-read C's pods"
+    assert any(
+        r.token == "operator" and (r.verb, r.resource) == ("list", "pods") and "kopf" not in r.user_agent
+        for r in records
+    ), "the operator never re-read C's pods"
 
     docs = render("--set", f"watchNamespaces={{{namespace}}}", "--set", f"api.namespace={namespace}")
     evaluator_sa = env(container(docs, "operator"))["EVALKUBE_EVALUATOR_SERVICE_ACCOUNT"]
-    accounts = {"operator": (service_account(docs, "operator"), RELEASE_NAMESPACE, "operator"),
-                "API": (service_account(docs, "api"), RELEASE_NAMESPACE, "api"),
-                "evaluator": (evaluator_sa, namespace, "evaluator")}
+    accounts = {
+        "operator": (service_account(docs, "operator"), RELEASE_NAMESPACE, "operator"),
+        "API": (service_account(docs, "api"), RELEASE_NAMESPACE, "api"),
+        "evaluator": (evaluator_sa, namespace, "evaluator"),
+    }
     calls = {component: recorded(records, token) for component, (_, _, token) in accounts.items()}
     for component, made in calls.items():
         print(f"\n{component} ({accounts[component][0]}):\n  {show(made)}")

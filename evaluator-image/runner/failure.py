@@ -8,6 +8,7 @@ of terminal colours and progress-bar redraws, so the user rarely needs `kubectl 
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 
@@ -68,7 +69,5 @@ def termination_message(summary: str, log_tail: str = "", limit: int = MAX_BYTES
 
 def write_termination_log(path: Path, message: str) -> None:
     """Best effort: a missing or read-only path must not hide the failure's exit code."""
-    try:
+    with contextlib.suppress(OSError):
         path.write_text(_truncate(message, MAX_BYTES))
-    except OSError:
-        pass

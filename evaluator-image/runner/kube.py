@@ -68,4 +68,11 @@ def put_results(
     api: kubernetes.client.CoreV1Api, namespace: str, name: str, evaljob: str, uid: str, data: Mapping[str, str]
 ) -> None:
     """The results ConfigMap of EvalJob `evaljob`: its labels, and owned by it (garbage-collected with it)."""
-    put_configmap(api, namespace, name, data, resource.child_labels(evaljob), [resource.owner_reference(evaljob, uid, block_owner_deletion=False)])
+    put_configmap(
+        api,
+        namespace,
+        name,
+        data,
+        resource.child_labels(evaljob),
+        [resource.owner_reference(evaljob, uid, block_owner_deletion=False)],
+    )

@@ -12,6 +12,7 @@ logs`, and the last TAIL_BYTES are kept for the termination message.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -113,10 +114,8 @@ class ProcessGroupRunner:
 
     def _signal_group(self, signum: int) -> None:
         assert self._proc is not None
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self._proc.pid, signum)  # the child leads its own session: pgid == pid
-        except ProcessLookupError:
-            pass
 
     def _pump(self, stream: BinaryIO) -> None:
         fd = stream.fileno()

@@ -36,6 +36,7 @@ import yaml
 from evalkube import AsyncEvalClient, EvalClient, kube, resource
 from evalkube.api.app import create_app
 from evalkube.api.settings import ApiSettings
+
 from kubeemu import KubeEmulator
 
 CRD = Path(__file__).resolve().parents[2] / "crds" / "evaljob.yaml"

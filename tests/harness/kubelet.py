@@ -12,6 +12,7 @@ Scripted tests instead drive each transition by hand (`schedule`, `start`, `fini
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -105,7 +106,7 @@ class FakeKubelet:
                 if self._stop.is_set():
                     return
                 time.sleep(0.2)
-            except Exception:  # noqa: BLE001 - the emulator going away at teardown
+            except Exception:
                 if self._stop.is_set():
                     return
                 time.sleep(0.2)
@@ -134,10 +135,16 @@ class FakeKubelet:
                     "name": name,
                     "namespace": self.namespace,
                     "labels": {**template["metadata"].get("labels", {}), "job-name": name},
-                    "ownerReferences": [{
-                        "apiVersion": "batch/v1", "kind": "Job", "name": name,
-                        "uid": job["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True,
-                    }],
+                    "ownerReferences": [
+                        {
+                            "apiVersion": "batch/v1",
+                            "kind": "Job",
+                            "name": name,
+                            "uid": job["metadata"]["uid"],
+                            "controller": True,
+                            "blockOwnerDeletion": True,
+                        }
+                    ],
                 },
                 "spec": template["spec"],
             }
@@ -165,26 +172,54 @@ class FakeKubelet:
         self.start_container(name)
 
     def unschedulable(self, name: str, message: str) -> None:
-        self._pod_status(name, {"phase": "Pending", "conditions": [{
-            "type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message,
-            "lastTransitionTime": now(),
-        }]})
+        self._pod_status(
+            name,
+            {
+                "phase": "Pending",
+                "conditions": [
+                    {
+                        "type": "PodScheduled",
+                        "status": "False",
+                        "reason": "Unschedulable",
+                        "message": message,
+                        "lastTransitionTime": now(),
+                    }
+                ],
+            },
+        )
 
     def waiting(self, name: str, reason: str, message: str = "") -> None:
         self._schedule(name)
-        self._pod_status(name, {"phase": "Pending", "containerStatuses": [
-            self._container(name, {"waiting": {"reason": reason, "message": message}})
-        ]})
+        self._pod_status(
+            name,
+            {
+                "phase": "Pending",
+                "containerStatuses": [self._container(name, {"waiting": {"reason": reason, "message": message}})],
+            },
+        )
 
     def start_container(self, name: str) -> None:
         self._schedule(name)
         self.started[name] = now()
-        self._pod_status(name, {"phase": "Running", "containerStatuses": [
-            self._container(name, {"running": {"startedAt": self.started[name]}}, ready=True)
-        ]})
+        self._pod_status(
+            name,
+            {
+                "phase": "Running",
+                "containerStatuses": [
+                    self._container(name, {"running": {"startedAt": self.started[name]}}, ready=True)
+                ],
+            },
+        )
 
-    def finish(self, name: str, exit_code: int = 0, *, message: str = "", reason: str | None = None,
-               results: dict[str, Any] | None = None) -> None:
+    def finish(
+        self,
+        name: str,
+        exit_code: int = 0,
+        *,
+        message: str = "",
+        reason: str | None = None,
+        results: dict[str, Any] | None = None,
+    ) -> None:
         """The container exits; with `results`, it first writes the results ConfigMap as the runner does."""
         if results is not None:
             self.write_results(name, results)
@@ -196,19 +231,43 @@ class FakeKubelet:
         terminated = {
             "exitCode": exit_code,
             "reason": reason or ("Completed" if exit_code == 0 else "Error"),
-            "startedAt": self.started.get(name, now()), "finishedAt": now(),
+            "startedAt": self.started.get(name, now()),
+            "finishedAt": now(),
         }
         if message:
             terminated["message"] = message
-        self._pod_status(name, {"phase": "Succeeded" if exit_code == 0 else "Failed", "containerStatuses": [
-            self._container(name, {"terminated": terminated})
-        ]})
+        self._pod_status(
+            name,
+            {
+                "phase": "Succeeded" if exit_code == 0 else "Failed",
+                "containerStatuses": [self._container(name, {"terminated": terminated})],
+            },
+        )
 
     def deadline_exceeded(self, name: str) -> None:
-        self._job_status(name, {"active": 0, "failed": 1, "conditions": [
-            {"type": "FailureTarget", "status": "True", "reason": "DeadlineExceeded", "message": "Job was active longer than specified deadline", "lastTransitionTime": now()},
-            {"type": "Failed", "status": "True", "reason": "DeadlineExceeded", "message": "Job was active longer than specified deadline", "lastTransitionTime": now()},
-        ]})
+        self._job_status(
+            name,
+            {
+                "active": 0,
+                "failed": 1,
+                "conditions": [
+                    {
+                        "type": "FailureTarget",
+                        "status": "True",
+                        "reason": "DeadlineExceeded",
+                        "message": "Job was active longer than specified deadline",
+                        "lastTransitionTime": now(),
+                    },
+                    {
+                        "type": "Failed",
+                        "status": "True",
+                        "reason": "DeadlineExceeded",
+                        "message": "Job was active longer than specified deadline",
+                        "lastTransitionTime": now(),
+                    },
+                ],
+            },
+        )
 
     def write_results(self, name: str, document: dict[str, Any], meta: dict[str, Any] | None = None) -> None:
         pod = self.core.read_namespaced_pod(name, self.namespace)
@@ -217,11 +276,16 @@ class FakeKubelet:
             "metadata": {
                 "name": env["EVALKUBE_RESULT_CONFIGMAP"],
                 "labels": resource.child_labels(env["EVALKUBE_EVALJOB_NAME"]),
-                "ownerReferences": [resource.owner_reference(
-                    env["EVALKUBE_EVALJOB_NAME"], env["EVALKUBE_EVALJOB_UID"], block_owner_deletion=False
-                )],
+                "ownerReferences": [
+                    resource.owner_reference(
+                        env["EVALKUBE_EVALJOB_NAME"], env["EVALKUBE_EVALJOB_UID"], block_owner_deletion=False
+                    )
+                ],
             },
-            "data": {resource.RESULTS_KEY: json.dumps(document), resource.RESULTS_META_KEY: json.dumps(meta or {"dropped": []})},
+            "data": {
+                resource.RESULTS_KEY: json.dumps(document),
+                resource.RESULTS_META_KEY: json.dumps(meta or {"dropped": []}),
+            },
         }
         self.core.create_namespaced_config_map(self.namespace, body)
 
@@ -238,7 +302,7 @@ class FakeKubelet:
             value = item.get("value") or ""
             for mount_path, local in mounts.items():
                 if value == mount_path or value.startswith(mount_path + "/"):
-                    value = str(local) + value[len(mount_path):]
+                    value = str(local) + value[len(mount_path) :]
             env[item["name"]] = value
         termination_log = root / "termination-log"
         env["EVALKUBE_TERMINATION_LOG"] = str(termination_log)
@@ -260,10 +324,8 @@ class FakeKubelet:
         message = termination_log.read_text()[-4096:] if termination_log.exists() else ""
         if not message and code != 0:
             message = log_path.read_text(errors="replace")[-2048:]  # FallbackToLogsOnError
-        try:
+        with contextlib.suppress(ApiException):  # the pod or Job was deleted meanwhile
             self.finish(name, code if code >= 0 else 128 - code, message=message)
-        except ApiException:
-            pass  # the pod or Job was deleted meanwhile
 
     def _volumes(self, pod: dict[str, Any], root: Path) -> dict[str, Path]:
         """mountPath -> local directory; ConfigMap volumes materialised as files, like the kubelet."""
@@ -284,9 +346,11 @@ class FakeKubelet:
 
     def _pod_killer(self) -> None:
         """A deleted pod's container gets SIGTERM, then SIGKILL after the grace period."""
+
         def handle(kind: str, pod: dict[str, Any]) -> None:
             if kind == "DELETED" or pod["metadata"].get("deletionTimestamp"):
                 threading.Thread(target=self._kill, args=(pod["metadata"]["name"],), daemon=True).start()
+
         self._watch(self.core.list_namespaced_pod, handle)
 
     def _kill(self, name: str) -> None:
@@ -312,7 +376,9 @@ class FakeKubelet:
 
     def _schedule(self, name: str) -> None:
         self.core.patch_namespaced_pod(name, self.namespace, {"spec": {"nodeName": self.node}})
-        self._pod_status(name, {"conditions": [{"type": "PodScheduled", "status": "True", "lastTransitionTime": now()}]})
+        self._pod_status(
+            name, {"conditions": [{"type": "PodScheduled", "status": "True", "lastTransitionTime": now()}]}
+        )
 
     def _container(self, name: str, state: dict[str, Any], ready: bool = False) -> dict[str, Any]:
         image = self.core.read_namespaced_pod(name, self.namespace).spec.containers[0].image
@@ -327,15 +393,52 @@ class FakeKubelet:
     def finish_job(self, name: str, succeeded: bool) -> None:
         """The Job controller marks the Job Complete or Failed (backoffLimit 0)."""
         if succeeded:
-            self._job_status(name, {"active": 0, "succeeded": 1, "completionTime": now(), "conditions": [
-                {"type": "SuccessCriteriaMet", "status": "True", "reason": "CompletionsReached", "lastTransitionTime": now()},
-                {"type": "Complete", "status": "True", "reason": "CompletionsReached", "lastTransitionTime": now()},
-            ]})
+            self._job_status(
+                name,
+                {
+                    "active": 0,
+                    "succeeded": 1,
+                    "completionTime": now(),
+                    "conditions": [
+                        {
+                            "type": "SuccessCriteriaMet",
+                            "status": "True",
+                            "reason": "CompletionsReached",
+                            "lastTransitionTime": now(),
+                        },
+                        {
+                            "type": "Complete",
+                            "status": "True",
+                            "reason": "CompletionsReached",
+                            "lastTransitionTime": now(),
+                        },
+                    ],
+                },
+            )
         else:
-            self._job_status(name, {"active": 0, "failed": 1, "conditions": [
-                {"type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit", "lastTransitionTime": now()},
-                {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit", "lastTransitionTime": now()},
-            ]})
+            self._job_status(
+                name,
+                {
+                    "active": 0,
+                    "failed": 1,
+                    "conditions": [
+                        {
+                            "type": "FailureTarget",
+                            "status": "True",
+                            "reason": "BackoffLimitExceeded",
+                            "message": "Job has reached the specified backoff limit",
+                            "lastTransitionTime": now(),
+                        },
+                        {
+                            "type": "Failed",
+                            "status": "True",
+                            "reason": "BackoffLimitExceeded",
+                            "message": "Job has reached the specified backoff limit",
+                            "lastTransitionTime": now(),
+                        },
+                    ],
+                },
+            )
 
 
 def _write_config_map_volume(mount: Path, data: dict[str, str]) -> None:

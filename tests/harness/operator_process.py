@@ -35,8 +35,17 @@ class OperatorProcess:
         self.liveness_url = f"http://127.0.0.1:{_free_port()}/healthz"
 
     def start(self) -> OperatorProcess:
-        env = {**os.environ, "KUBECONFIG": self.kubeconfig, **{f"EVALKUBE_{k.upper()}": v for k, v in self.settings.items()}}
-        args = [OPERATOR, *(["--peering", self.peering] if self.peering else ["--standalone"]), "--liveness", self.liveness_url]
+        env = {
+            **os.environ,
+            "KUBECONFIG": self.kubeconfig,
+            **{f"EVALKUBE_{k.upper()}": v for k, v in self.settings.items()},
+        }
+        args = [
+            OPERATOR,
+            *(["--peering", self.peering] if self.peering else ["--standalone"]),
+            "--liveness",
+            self.liveness_url,
+        ]
         for namespace in self.namespaces:
             args += ["--namespace", namespace]
         with open(self.log_path, "ab") as log:

@@ -44,6 +44,7 @@ or fully validated; pods are deleted at once (no grace period); resourceVersion
 on GET/LIST is ignored (always the latest); later LIST pages see live data, not
 a snapshot; a dangling ownerReference (owner never existed) is not collected.
 """
+
 from .emulator import KubeEmulator
 from .server import RequestRecord
 

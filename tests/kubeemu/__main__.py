@@ -2,6 +2,7 @@
 
 Run from tests/ (or with tests/ on PYTHONPATH) so that `kubeemu` is importable.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,5 @@
 """`KubeEmulator`: the object tests start, stop and point clients at."""
+
 from __future__ import annotations
 
 import os
@@ -15,8 +16,9 @@ from .store import Store, clone
 class KubeEmulator:
     """An in-process Kubernetes API server on 127.0.0.1, served from a background thread."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, history_size: int = 5000,
-                 bookmark_interval: float = 1.0):
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, *, history_size: int = 5000, bookmark_interval: float = 1.0
+    ):
         self.store = Store(history_size=history_size)
         self._address = (host, port)
         self._bookmark_interval = bookmark_interval
@@ -27,8 +29,9 @@ class KubeEmulator:
     def start(self) -> KubeEmulator:
         if self._server is None:
             self._server = EmulatorServer(self._address, self.store, self._recorder, self._bookmark_interval)
-            self._thread = threading.Thread(target=self._server.serve_forever, name="kubeemu",
-                                            kwargs={"poll_interval": 0.1}, daemon=True)
+            self._thread = threading.Thread(
+                target=self._server.serve_forever, name="kubeemu", kwargs={"poll_interval": 0.1}, daemon=True
+            )
             self._thread.start()
         return self
 
@@ -56,8 +59,9 @@ class KubeEmulator:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
-    def write_kubeconfig(self, path: str | os.PathLike[str], token: str | None = None,
-                         namespace: str = "default") -> Path:
+    def write_kubeconfig(
+        self, path: str | os.PathLike[str], token: str | None = None, namespace: str = "default"
+    ) -> Path:
         return write_kubeconfig(path, self.url, token=token, namespace=namespace)
 
     def apply_crd(self, crd: dict[str, Any]) -> dict[str, Any]:

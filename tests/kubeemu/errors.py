@@ -4,6 +4,7 @@ Clients parse these bodies (the python client's ApiException keeps them, kopf
 reads `code` and `reason`), so message, reason and details follow the real
 `k8s.io/apimachinery/pkg/api/errors` constructors.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -17,9 +18,15 @@ class ApiError(Exception):
         self.code, self.reason, self.message, self.details = code, reason, message, details
 
     def status(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"kind": "Status", "apiVersion": "v1", "metadata": {},
-                                "status": "Failure", "message": self.message, "reason": self.reason,
-                                "code": self.code}
+        body: dict[str, Any] = {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        }
         if self.details is not None:
             body["details"] = self.details
         return body
@@ -30,8 +37,12 @@ def qualified(plural: str, group: str) -> str:
 
 
 def not_found(plural: str, group: str, name: str) -> ApiError:
-    return ApiError(404, "NotFound", f'{qualified(plural, group)} "{name}" not found',
-                    {"name": name, "group": group, "kind": plural})
+    return ApiError(
+        404,
+        "NotFound",
+        f'{qualified(plural, group)} "{name}" not found',
+        {"name": name, "group": group, "kind": plural},
+    )
 
 
 def route_not_found() -> ApiError:
@@ -39,14 +50,21 @@ def route_not_found() -> ApiError:
 
 
 def already_exists(plural: str, group: str, name: str) -> ApiError:
-    return ApiError(409, "AlreadyExists", f'{qualified(plural, group)} "{name}" already exists',
-                    {"name": name, "group": group, "kind": plural})
+    return ApiError(
+        409,
+        "AlreadyExists",
+        f'{qualified(plural, group)} "{name}" already exists',
+        {"name": name, "group": group, "kind": plural},
+    )
 
 
 def conflict(plural: str, group: str, name: str, why: str) -> ApiError:
-    return ApiError(409, "Conflict",
-                    f'Operation cannot be fulfilled on {qualified(plural, group)} "{name}": {why}',
-                    {"name": name, "group": group, "kind": plural})
+    return ApiError(
+        409,
+        "Conflict",
+        f'Operation cannot be fulfilled on {qualified(plural, group)} "{name}": {why}',
+        {"name": name, "group": group, "kind": plural},
+    )
 
 
 STALE = "the object has been modified; please apply your changes to the latest version and try again"
@@ -56,8 +74,12 @@ def invalid(kind: str, group: str, name: str, causes: list[dict[str, str]]) -> A
     """422 with one cause per field error; `causes` items have field/reason/message."""
     texts = [f"{c['field']}: {c['message']}" if c.get("field") else c["message"] for c in causes]
     summary = texts[0] if len(texts) == 1 else "[" + ", ".join(texts) + "]"
-    return ApiError(422, "Invalid", f'{qualified(kind, group)} "{name}" is invalid: {summary}',
-                    {"name": name, "group": group, "kind": kind, "causes": causes})
+    return ApiError(
+        422,
+        "Invalid",
+        f'{qualified(kind, group)} "{name}" is invalid: {summary}',
+        {"name": name, "group": group, "kind": kind, "causes": causes},
+    )
 
 
 def cause(field: str, reason: str, message: str) -> dict[str, str]:
@@ -69,8 +91,12 @@ def bad_request(message: str) -> ApiError:
 
 
 def forbidden(plural: str, group: str, name: str, why: str) -> ApiError:
-    return ApiError(403, "Forbidden", f'{qualified(plural, group)} "{name}" is forbidden: {why}',
-                    {"name": name, "group": group, "kind": plural})
+    return ApiError(
+        403,
+        "Forbidden",
+        f'{qualified(plural, group)} "{name}" is forbidden: {why}',
+        {"name": name, "group": group, "kind": plural},
+    )
 
 
 def method_not_allowed(message: str = "the server does not allow this method on the requested resource") -> ApiError:
@@ -78,9 +104,12 @@ def method_not_allowed(message: str = "the server does not allow this method on 
 
 
 def unsupported_media_type(accepted: list[str]) -> ApiError:
-    return ApiError(415, "UnsupportedMediaType",
-                    "the body of the request was in an unknown format - accepted media types include: "
-                    + ", ".join(accepted), {})
+    return ApiError(
+        415,
+        "UnsupportedMediaType",
+        "the body of the request was in an unknown format - accepted media types include: " + ", ".join(accepted),
+        {},
+    )
 
 
 def expired(message: str) -> ApiError:

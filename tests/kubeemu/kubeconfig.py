@@ -3,6 +3,7 @@
 A distinct token per component (tests, operator, API) is how tests tell their
 requests apart in `KubeEmulator.requests`; nothing is authenticated.
 """
+
 from __future__ import annotations
 
 import os
@@ -11,8 +12,13 @@ from pathlib import Path
 import yaml
 
 
-def write_kubeconfig(path: str | os.PathLike[str], server: str, token: str | None = None,
-                     namespace: str = "default", user: str = "kubeemu") -> Path:
+def write_kubeconfig(
+    path: str | os.PathLike[str],
+    server: str,
+    token: str | None = None,
+    namespace: str = "default",
+    user: str = "kubeemu",
+) -> Path:
     config = {
         "apiVersion": "v1",
         "kind": "Config",

@@ -4,6 +4,7 @@ All functions mutate and return `doc`: callers pass a private deep copy of the
 stored object. Strategic merge uses a field-name table of patchMergeKeys instead
 of the Go struct tags; that is exact for the types this emulator serves.
 """
+
 from __future__ import annotations
 
 import copy
@@ -16,11 +17,22 @@ JSON_PATCH = "application/json-patch+json"
 STRATEGIC_PATCH = "application/strategic-merge-patch+json"
 
 # patchStrategy=merge lists of the served built-in types and their patchMergeKey.
-MERGE_KEYS = {"containers": "name", "initContainers": "name", "ephemeralContainers": "name",
-              "volumes": "name", "env": "name", "volumeMounts": "mountPath", "volumeDevices": "devicePath",
-              "ports": "containerPort", "imagePullSecrets": "name", "hostAliases": "ip",
-              "resourceClaims": "name", "conditions": "type", "ownerReferences": "uid"}
-SET_LISTS = {"finalizers"}   # primitive lists with patchStrategy=merge
+MERGE_KEYS = {
+    "containers": "name",
+    "initContainers": "name",
+    "ephemeralContainers": "name",
+    "volumes": "name",
+    "env": "name",
+    "volumeMounts": "mountPath",
+    "volumeDevices": "devicePath",
+    "ports": "containerPort",
+    "imagePullSecrets": "name",
+    "hostAliases": "ip",
+    "resourceClaims": "name",
+    "conditions": "type",
+    "ownerReferences": "uid",
+}
+SET_LISTS = {"finalizers"}  # primitive lists with patchStrategy=merge
 
 
 def merge_patch(doc: Any, patch: Any) -> Any:
@@ -38,8 +50,12 @@ def merge_patch(doc: Any, patch: Any) -> Any:
 
 def _patch_failed(why: str) -> ApiError:
     # Like the apiserver's NewGenericServerResponse(422, ...) for jsonpatch apply errors.
-    return ApiError(422, "Invalid", "the server rejected our request due to an error in our request",
-                    {"causes": [{"reason": "UnexpectedServerResponse", "message": why}]})
+    return ApiError(
+        422,
+        "Invalid",
+        "the server rejected our request due to an error in our request",
+        {"causes": [{"reason": "UnexpectedServerResponse", "message": why}]},
+    )
 
 
 def _pointer(path: Any) -> list[str]:
@@ -62,7 +78,7 @@ def _get(doc: Any, path: list[str]) -> Any:
         if isinstance(node, dict) and part in node:
             node = node[part]
         elif isinstance(node, list):
-            node = node[_index(node, part, path[:i + 1], False)]
+            node = node[_index(node, part, path[: i + 1], False)]
         else:
             raise _patch_failed(f"doc is missing path: /{'/'.join(path)}")
     return node

@@ -4,6 +4,7 @@ A `ResourceType` carries every per-type behaviour switch the store needs, so the
 store has no `if plural == "pods"` branches scattered around: status subresource,
 generation tracking, allowed field selectors, delete defaults, schema.
 """
+
 from __future__ import annotations
 
 import re
@@ -26,13 +27,13 @@ class ResourceType:
     singular: str = ""
     short_names: tuple[str, ...] = ()
     categories: tuple[str, ...] = ()
-    subresources: tuple[str, ...] = ()      # "status", "log"
+    subresources: tuple[str, ...] = ()  # "status", "log"
     field_labels: frozenset[str] = field(default=frozenset())
-    generation: bool = False                # has metadata.generation (types with a spec)
-    custom: bool = False                    # a CR: schema, no strategic merge, PUT needs resourceVersion
-    return_deleted: bool = False            # DELETE answers the object instead of a Status
-    default_orphan: bool = False            # batch/v1 Job: API deletes orphan dependents by default
-    schema: dict[str, Any] | None = None    # structural openAPIV3Schema (CRs only)
+    generation: bool = False  # has metadata.generation (types with a spec)
+    custom: bool = False  # a CR: schema, no strategic merge, PUT needs resourceVersion
+    return_deleted: bool = False  # DELETE answers the object instead of a Status
+    default_orphan: bool = False  # batch/v1 Job: API deletes orphan dependents by default
+    schema: dict[str, Any] | None = None  # structural openAPIV3Schema (CRs only)
     crd_name: str = ""
 
     @property
@@ -52,31 +53,92 @@ class ResourceType:
         return path in COMMON_FIELDS or path in self.field_labels
 
 
-_POD_FIELDS = {"spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName",
-               "spec.hostNetwork", "status.phase", "status.podIP", "status.nominatedNodeName"}
-_EVENT_FIELDS = {"involvedObject.kind", "involvedObject.namespace", "involvedObject.name",
-                 "involvedObject.uid", "involvedObject.apiVersion", "involvedObject.resourceVersion",
-                 "involvedObject.fieldPath", "reason", "reportingComponent", "source", "type"}
-_EVENTS_V1_FIELDS = {"regarding.kind", "regarding.namespace", "regarding.name", "regarding.uid",
-                     "reason", "reportingController", "type"}
+_POD_FIELDS = {
+    "spec.nodeName",
+    "spec.restartPolicy",
+    "spec.schedulerName",
+    "spec.serviceAccountName",
+    "spec.hostNetwork",
+    "status.phase",
+    "status.podIP",
+    "status.nominatedNodeName",
+}
+_EVENT_FIELDS = {
+    "involvedObject.kind",
+    "involvedObject.namespace",
+    "involvedObject.name",
+    "involvedObject.uid",
+    "involvedObject.apiVersion",
+    "involvedObject.resourceVersion",
+    "involvedObject.fieldPath",
+    "reason",
+    "reportingComponent",
+    "source",
+    "type",
+}
+_EVENTS_V1_FIELDS = {
+    "regarding.kind",
+    "regarding.namespace",
+    "regarding.name",
+    "regarding.uid",
+    "reason",
+    "reportingController",
+    "type",
+}
 
 BUILTINS: tuple[ResourceType, ...] = (
-    ResourceType("", "v1", "namespaces", "Namespace", namespaced=False, short_names=("ns",),
-                 subresources=("status",), field_labels=frozenset({"status.phase"}), return_deleted=True),
-    ResourceType("", "v1", "pods", "Pod", short_names=("po",), categories=("all",),
-                 subresources=("status", "log"), field_labels=frozenset(_POD_FIELDS), generation=True,
-                 return_deleted=True),
+    ResourceType(
+        "",
+        "v1",
+        "namespaces",
+        "Namespace",
+        namespaced=False,
+        short_names=("ns",),
+        subresources=("status",),
+        field_labels=frozenset({"status.phase"}),
+        return_deleted=True,
+    ),
+    ResourceType(
+        "",
+        "v1",
+        "pods",
+        "Pod",
+        short_names=("po",),
+        categories=("all",),
+        subresources=("status", "log"),
+        field_labels=frozenset(_POD_FIELDS),
+        generation=True,
+        return_deleted=True,
+    ),
     ResourceType("", "v1", "configmaps", "ConfigMap", short_names=("cm",)),
     ResourceType("", "v1", "events", "Event", short_names=("ev",), field_labels=frozenset(_EVENT_FIELDS)),
     ResourceType("", "v1", "serviceaccounts", "ServiceAccount", short_names=("sa",)),
     ResourceType("", "v1", "secrets", "Secret", field_labels=frozenset({"type"})),
-    ResourceType("batch", "v1", "jobs", "Job", categories=("all",), subresources=("status",),
-                 field_labels=frozenset({"status.successful"}), generation=True, default_orphan=True),
-    ResourceType("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition",
-                 namespaced=False, short_names=("crd", "crds"), categories=("api-extensions",),
-                 subresources=("status",), generation=True),
-    ResourceType("events.k8s.io", "v1", "events", "Event", short_names=("ev",),
-                 field_labels=frozenset(_EVENTS_V1_FIELDS)),
+    ResourceType(
+        "batch",
+        "v1",
+        "jobs",
+        "Job",
+        categories=("all",),
+        subresources=("status",),
+        field_labels=frozenset({"status.successful"}),
+        generation=True,
+        default_orphan=True,
+    ),
+    ResourceType(
+        "apiextensions.k8s.io",
+        "v1",
+        "customresourcedefinitions",
+        "CustomResourceDefinition",
+        namespaced=False,
+        short_names=("crd", "crds"),
+        categories=("api-extensions",),
+        subresources=("status",),
+        generation=True,
+    ),
+    ResourceType(
+        "events.k8s.io", "v1", "events", "Event", short_names=("ev",), field_labels=frozenset(_EVENTS_V1_FIELDS)
+    ),
     ResourceType("coordination.k8s.io", "v1", "leases", "Lease"),
 )
 CRD_TYPE = next(rt for rt in BUILTINS if rt.plural == "customresourcedefinitions")
@@ -92,14 +154,25 @@ def types_from_crd(crd: dict[str, Any]) -> list[ResourceType]:
             continue
         subresources = ("status",) if "status" in (ver.get("subresources") or {}) else ()
         fields = frozenset(f["jsonPath"].lstrip(".") for f in ver.get("selectableFields") or [])
-        result.append(ResourceType(
-            spec["group"], ver["name"], names["plural"], names["kind"],
-            namespaced=spec.get("scope", "Namespaced") == "Namespaced",
-            singular=names.get("singular") or names["kind"].lower(),
-            short_names=tuple(names.get("shortNames") or ()), categories=tuple(names.get("categories") or ()),
-            subresources=subresources, field_labels=fields, generation=True, custom=True,
-            return_deleted=True, schema=(ver.get("schema") or {}).get("openAPIV3Schema"),
-            crd_name=crd["metadata"]["name"]))
+        result.append(
+            ResourceType(
+                spec["group"],
+                ver["name"],
+                names["plural"],
+                names["kind"],
+                namespaced=spec.get("scope", "Namespaced") == "Namespaced",
+                singular=names.get("singular") or names["kind"].lower(),
+                short_names=tuple(names.get("shortNames") or ()),
+                categories=tuple(names.get("categories") or ()),
+                subresources=subresources,
+                field_labels=fields,
+                generation=True,
+                custom=True,
+                return_deleted=True,
+                schema=(ver.get("schema") or {}).get("openAPIV3Schema"),
+                crd_name=crd["metadata"]["name"],
+            )
+        )
     return result
 
 
@@ -121,7 +194,8 @@ class Registry:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._types: dict[tuple[str, str, str], ResourceType] = {
-            (rt.group, rt.version, rt.plural): rt for rt in BUILTINS}
+            (rt.group, rt.version, rt.plural): rt for rt in BUILTINS
+        }
 
     def get(self, group: str, version: str, plural: str) -> ResourceType | None:
         with self._lock:

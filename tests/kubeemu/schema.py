@@ -6,6 +6,7 @@ validated. Messages and cause reasons mirror `kubeOpenAPIResultToFieldErrors`.
 x-kubernetes-list-type map/set uniqueness is checked. Not emulated: CEL
 (x-kubernetes-validations), `format`, allOf/anyOf/oneOf/not.
 """
+
 from __future__ import annotations
 
 import copy
@@ -16,7 +17,7 @@ from typing import Any
 from .errors import cause
 
 Schema = dict[str, Any]
-_ROOT_KEEP = ("apiVersion", "kind", "metadata")   # never pruned nor validated by the CRD schema
+_ROOT_KEEP = ("apiVersion", "kind", "metadata")  # never pruned nor validated by the CRD schema
 
 
 def _join(path: str, key: str) -> str:
@@ -72,8 +73,14 @@ def apply_defaults(value: Any, s: Schema, root: bool = True) -> None:
             apply_defaults(item, s["items"], root=False)
 
 
-_JSON_TYPES = ((bool, "boolean"), (str, "string"), (int, "integer"), (float, "number"),
-               (dict, "object"), (list, "array"))
+_JSON_TYPES = (
+    (bool, "boolean"),
+    (str, "string"),
+    (int, "integer"),
+    (float, "number"),
+    (dict, "object"),
+    (list, "array"),
+)
 _GO_TYPES = {"boolean": "bool", "string": "string", "integer": "int64", "number": "float64"}
 
 
@@ -109,8 +116,13 @@ def _validate(value: Any, s: Schema, path: str, errs: list[dict[str, str]], root
         wrong_type = wanted is not None and not _type_ok(value, wanted)
     if wrong_type:
         shown = _GO_TYPES.get(actual, "")
-        errs.append(cause(path, "FieldValueTypeInvalid", f'Invalid value: "{shown}": '
-                          f'{path or "body"} in body must be of type {wanted}: "{actual}"'))
+        errs.append(
+            cause(
+                path,
+                "FieldValueTypeInvalid",
+                f'Invalid value: "{shown}": {path or "body"} in body must be of type {wanted}: "{actual}"',
+            )
+        )
         return
 
     def invalid(msg: str) -> None:
@@ -118,8 +130,9 @@ def _validate(value: Any, s: Schema, path: str, errs: list[dict[str, str]], root
 
     if "enum" in s and value not in s["enum"]:
         allowed = ", ".join(_show(e) for e in s["enum"])
-        errs.append(cause(path, "FieldValueNotSupported",
-                          f"Unsupported value: {_show(value)}: supported values: {allowed}"))
+        errs.append(
+            cause(path, "FieldValueNotSupported", f"Unsupported value: {_show(value)}: supported values: {allowed}")
+        )
     if actual in ("integer", "number"):
         if "minimum" in s and (value <= s["minimum"] if s.get("exclusiveMinimum") else value < s["minimum"]):
             invalid(f"should be greater than {'' if s.get('exclusiveMinimum') else 'or equal to '}{s['minimum']}")
@@ -136,8 +149,9 @@ def _validate(value: Any, s: Schema, path: str, errs: list[dict[str, str]], root
         if "minItems" in s and len(value) < s["minItems"]:
             invalid(f"should have at least {s['minItems']} items")
         if "maxItems" in s and len(value) > s["maxItems"]:
-            errs.append(cause(path, "FieldValueTooMany",
-                              f"Too many: {len(value)}: must have at most {s['maxItems']} items"))
+            errs.append(
+                cause(path, "FieldValueTooMany", f"Too many: {len(value)}: must have at most {s['maxItems']} items")
+            )
         _unique_items(value, s, path, errs)
         if isinstance(s.get("items"), dict):
             for i, item in enumerate(value):
@@ -149,8 +163,11 @@ def _validate(value: Any, s: Schema, path: str, errs: list[dict[str, str]], root
         if "minProperties" in s and len(value) < s["minProperties"]:
             invalid(f"should have at least {s['minProperties']} properties")
         if "maxProperties" in s and len(value) > s["maxProperties"]:
-            errs.append(cause(path, "FieldValueTooMany",
-                              f"Too many: {len(value)}: must have at most {s['maxProperties']} items"))
+            errs.append(
+                cause(
+                    path, "FieldValueTooMany", f"Too many: {len(value)}: must have at most {s['maxProperties']} items"
+                )
+            )
         props, extra = s.get("properties") or {}, s.get("additionalProperties")
         for key, item in value.items():
             if root and key in _ROOT_KEEP:

@@ -4,6 +4,7 @@ Field selectors are restricted per type like the real server (metadata.name,
 metadata.namespace plus each type's field labels; a CRD's selectableFields), so
 code that filters on an unsupported field fails here as it would on a cluster.
 """
+
 from __future__ import annotations
 
 import re
@@ -15,15 +16,18 @@ from .resources import ResourceType
 
 _KEY = r"[A-Za-z0-9](?:[-A-Za-z0-9_./]*[A-Za-z0-9])?"
 _VAL = r"(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?)?"
-_REQUIREMENT = re.compile(rf"""\s*(?:
+_REQUIREMENT = re.compile(
+    rf"""\s*(?:
     !\s*(?P<absent>{_KEY})
   | (?P<key>{_KEY})\s*(?:
         (?P<op>==|=|!=)\s*(?P<val>{_VAL})
       | \s(?P<setop>in|notin)\s*\(\s*(?P<vals>{_VAL}(?:\s*,\s*{_VAL})*)\s*\)
     )?
-)\s*(?P<sep>,|$)""", re.X)
+)\s*(?P<sep>,|$)""",
+    re.X,
+)
 
-Requirement = tuple[str, str, frozenset[str]]   # key, operator, values
+Requirement = tuple[str, str, frozenset[str]]  # key, operator, values
 
 
 def parse_labels(text: str) -> list[Requirement]:
@@ -50,9 +54,14 @@ def parse_labels(text: str) -> list[Requirement]:
 def _label_ok(labels: dict[str, str], req: Requirement) -> bool:
     key, op, values = req
     present, value = key in labels, labels.get(key)
-    return {"=": present and value in values, "in": present and value in values,
-            "!=": not present or value not in values, "notin": not present or value not in values,
-            "exists": present, "!": not present}[op]
+    return {
+        "=": present and value in values,
+        "in": present and value in values,
+        "!=": not present or value not in values,
+        "notin": not present or value not in values,
+        "exists": present,
+        "!": not present,
+    }[op]
 
 
 def parse_fields(text: str, rt: ResourceType) -> list[tuple[str, bool, str]]:
@@ -63,7 +72,7 @@ def parse_fields(text: str, rt: ResourceType) -> list[tuple[str, bool, str]]:
         if m is None:
             raise bad_request(f"invalid selector: '{text}'; can't understand '{term}'")
         if not rt.allows_field(m[1]):
-            raise bad_request(f'field label not supported: {m[1]}')
+            raise bad_request(f"field label not supported: {m[1]}")
         terms.append((m[1], m[2] != "!=", m[3]))
     return terms
 
@@ -88,5 +97,6 @@ class Selector:
 
     def matches(self, obj: dict[str, Any]) -> bool:
         labels = obj.get("metadata", {}).get("labels") or {}
-        return (all(_label_ok(labels, r) for r in self.labels)
-                and all((_field_value(obj, p) == v) == eq for p, eq, v in self.fields))
+        return all(_label_ok(labels, r) for r in self.labels) and all(
+            (_field_value(obj, p) == v) == eq for p, eq, v in self.fields
+        )

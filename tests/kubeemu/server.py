@@ -5,8 +5,10 @@ connection): a watch simply occupies its connection's thread and writes chunked
 JSON lines, so the server needs no event loop and never touches pytest's or
 kopf's. TCP_NODELAY avoids the 40 ms Nagle/delayed-ACK stall on small responses.
 """
+
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import socket
@@ -32,13 +34,14 @@ _DISCONNECT_POLL_S = 0.5
 
 class RequestRecord(NamedTuple):
     """One request as RBAC sees it; non-resource requests (discovery, /version) have resource ''."""
-    verb: str              # get list watch create update patch delete deletecollection
+
+    verb: str  # get list watch create update patch delete deletecollection
     api_group: str
     resource: str
     subresource: str
     namespace: str
     name: str
-    token: str | None      # the bearer token, if any
+    token: str | None  # the bearer token, if any
     user_agent: str
     path: str
 
@@ -51,7 +54,7 @@ class Route:
     namespace: str | None
     name: str | None
     subresource: str | None
-    watch_path: bool       # deprecated /watch/ prefix
+    watch_path: bool  # deprecated /watch/ prefix
 
 
 def parse_route(path: str) -> Route | None:
@@ -119,10 +122,8 @@ class EmulatorServer(ThreadingHTTPServer):
         """Wake every keep-alive/watch thread so that stop() leaves no thread behind."""
         with self.connections_lock:
             for conn in list(self.connections):
-                try:
+                with contextlib.suppress(OSError):
                     conn.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -138,12 +139,10 @@ class Handler(BaseHTTPRequestHandler):
     def finish(self) -> None:
         with self.server.connections_lock:
             self.server.connections.discard(self.connection)
-        try:
+        with contextlib.suppress(OSError):
             super().finish()
-        except OSError:
-            pass
 
-    def log_message(self, format: str, *args: Any) -> None:   # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def do_GET(self) -> None:
@@ -192,9 +191,19 @@ class Handler(BaseHTTPRequestHandler):
 
     def _record(self, verb: str, route: Route | None, path: str) -> None:
         r = route or Route("", "", "", None, None, None, False)
-        self.server.recorder.add(RequestRecord(verb, r.group, r.plural, r.subresource or "", r.namespace or "",
-                                               r.name or "", self._token(), self.headers.get("User-Agent", ""),
-                                               path))
+        self.server.recorder.add(
+            RequestRecord(
+                verb,
+                r.group,
+                r.plural,
+                r.subresource or "",
+                r.namespace or "",
+                r.name or "",
+                self._token(),
+                self.headers.get("User-Agent", ""),
+                path,
+            )
+        )
 
     # ---- dispatch ------------------------------------------------------------------------
 
@@ -214,7 +223,7 @@ class Handler(BaseHTTPRequestHandler):
             self._send_json(exc.code, exc.status())
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
-        except Exception as exc:    # an emulator bug: answer it visibly instead of dropping the connection
+        except Exception as exc:  # an emulator bug: answer it visibly instead of dropping the connection
             traceback.print_exc()
             self._send_json(500, ApiError(500, "InternalError", f"kubeemu internal error: {exc!r}").status())
 
@@ -227,8 +236,18 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(200, b"ok", "text/plain; charset=utf-8")
         body: Any = None
         if not parts:
-            body = {"paths": ["/api", "/api/v1", "/apis", "/healthz", "/livez", "/readyz", "/version"]
-                    + sorted({f"/apis/{rt.group}/{rt.version}" for rt in registry.all() if rt.group})}
+            body = {
+                "paths": [
+                    "/api",
+                    "/api/v1",
+                    "/apis",
+                    "/healthz",
+                    "/livez",
+                    "/readyz",
+                    "/version",
+                    *sorted({f"/apis/{rt.group}/{rt.version}" for rt in registry.all() if rt.group}),
+                ]
+            }
         elif parts == ["version"]:
             body = discovery.VERSION_INFO
         elif parts == ["api"]:
@@ -248,9 +267,12 @@ class Handler(BaseHTTPRequestHandler):
 
     def _resolve(self, route: Route) -> ResourceType:
         rt = self.server.store.registry.get(route.group, route.version, route.plural)
-        if (rt is None or (rt.namespaced and route.namespace is None and route.name is not None)
-                or (not rt.namespaced and route.namespace is not None)
-                or (route.subresource is not None and route.subresource not in rt.subresources)):
+        if (
+            rt is None
+            or (rt.namespaced and route.namespace is None and route.name is not None)
+            or (not rt.namespaced and route.namespace is not None)
+            or (route.subresource is not None and route.subresource not in rt.subresources)
+        ):
             raise errors.route_not_found()
         return rt
 
@@ -269,8 +291,8 @@ class Handler(BaseHTTPRequestHandler):
             raise errors.method_not_allowed()
         if verb in ("list", "watch", "deletecollection"):
             selector = Selector.parse(rt, query.get("labelSelector", ""), query.get("fieldSelector", ""))
-            if name is not None:        # GET .../plural/NAME?watch=1: a watch on one object
-                selector = Selector(selector.labels, selector.fields + (("metadata.name", True, name),))
+            if name is not None:  # GET .../plural/NAME?watch=1: a watch on one object
+                selector = Selector(selector.labels, (*selector.fields, ("metadata.name", True, name)))
         if verb == "watch":
             return self._watch(rt, ns, selector, query)
         if verb == "list":
@@ -328,12 +350,13 @@ class Handler(BaseHTTPRequestHandler):
         watcher: Watcher | None = None
         expired: ApiError | None = None
         try:
-            watcher = store.watch(rt, ns, selector, query.get("resourceVersion"),
-                                  query.get("sendInitialEvents") in _TRUE)
+            watcher = store.watch(
+                rt, ns, selector, query.get("resourceVersion"), query.get("sendInitialEvents") in _TRUE
+            )
         except ApiError as exc:
             if exc.code != 410:
                 raise
-            expired = exc          # like the real server: 200 + one ERROR event, then the stream ends
+            expired = exc  # like the real server: 200 + one ERROR event, then the stream ends
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Transfer-Encoding", "chunked")
@@ -357,8 +380,11 @@ class Handler(BaseHTTPRequestHandler):
         deadline = time.monotonic() + timeout if timeout else None
         next_bookmark = time.monotonic() + interval
         while deadline is None or time.monotonic() < deadline:
-            wait = min(_DISCONNECT_POLL_S, next_bookmark - time.monotonic() if bookmarks else _DISCONNECT_POLL_S,
-                       deadline - time.monotonic() if deadline else _DISCONNECT_POLL_S)
+            wait = min(
+                _DISCONNECT_POLL_S,
+                next_bookmark - time.monotonic() if bookmarks else _DISCONNECT_POLL_S,
+                deadline - time.monotonic() if deadline else _DISCONNECT_POLL_S,
+            )
             try:
                 item = watcher.take(wait)
             except queue.Empty:
@@ -370,7 +396,7 @@ class Handler(BaseHTTPRequestHandler):
                         self._event("BOOKMARK", mark)
                     next_bookmark = time.monotonic() + interval
                 continue
-            if item is None:     # store closed or the CRD went away
+            if item is None:  # store closed or the CRD went away
                 return
             event_type, obj = item
             self._event(event_type, obj if event_type == "BOOKMARK" else present(rt, obj))

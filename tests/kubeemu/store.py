@@ -11,6 +11,7 @@ controllers; here they happen synchronously inside the triggering request):
 garbage collection, namespace and CRD cleanup, CRD establishment. Dependents with
 ownerReferences to a uid that never existed are not collected.
 """
+
 from __future__ import annotations
 
 import base64
@@ -31,21 +32,34 @@ from .selectors import Selector
 from .validation import META_FIELDS, validate_builtin, validate_meta, validate_name
 from .watch import Event, Obj, Watcher
 
-StoreKey = tuple[str, str]           # (group, plural)
-Key = tuple[StoreKey, str, str]      # (store key, namespace or "", name)
+StoreKey = tuple[str, str]  # (group, plural)
+Key = tuple[StoreKey, str, str]  # (store key, namespace or "", name)
 
 FOREGROUND, BACKGROUND, ORPHAN = "Foreground", "Background", "Orphan"
 FOREGROUND_FINALIZER = "foregroundDeletion"
 CRD_CLEANUP_FINALIZER = "customresourcecleanup.apiextensions.k8s.io"
-JOB_ORPHAN_WARNING = ("child pods are preserved by default when jobs are deleted; "
-                      "set propagationPolicy=Background to remove them")
-_NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"   # k8s.io/apimachinery/pkg/util/rand alphabet
-_SYSTEM_META = ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation",
-                "namespace", "name")
-_JOB_DEFAULTS = {"backoffLimit": 6, "completions": 1, "parallelism": 1, "completionMode": "NonIndexed",
-                 "suspend": False}
+JOB_ORPHAN_WARNING = (
+    "child pods are preserved by default when jobs are deleted; set propagationPolicy=Background to remove them"
+)
+_NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"  # k8s.io/apimachinery/pkg/util/rand alphabet
+_SYSTEM_META = (
+    "uid",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "generation",
+    "namespace",
+    "name",
+)
+_JOB_DEFAULTS = {
+    "backoffLimit": 6,
+    "completions": 1,
+    "parallelism": 1,
+    "completionMode": "NonIndexed",
+    "suspend": False,
+}
 _PATCH_TYPES = {MERGE_PATCH: merge_patch, JSON_PATCH: json_patch, STRATEGIC_PATCH: strategic_merge}
-Result = tuple[Obj, list[str]]       # response body, Warning headers
+Result = tuple[Obj, list[str]]  # response body, Warning headers
 
 
 def now() -> str:
@@ -83,7 +97,7 @@ class Store:
         self._crd_of: dict[StoreKey, str] = {}
         self._history: deque[Event] = deque()
         self._history_size = history_size
-        self._floor = 0                      # every event with rv > floor is in the history
+        self._floor = 0  # every event with rv > floor is in the history
         self._watchers: dict[StoreKey, set[Watcher]] = defaultdict(set)
         self._pod_logs: dict[tuple[str, str, str | None], str] = {}
         for ns in ("default", "kube-system", "kube-public", "kube-node-lease"):
@@ -207,16 +221,23 @@ class Store:
         latest = obj
         if "deletionTimestamp" not in obj["metadata"] or fins != obj["metadata"].get("finalizers"):
             new = latest = clone(obj)
-            new["metadata"].update(deletionTimestamp=obj["metadata"].get("deletionTimestamp") or now(),
-                                   deletionGracePeriodSeconds=0)
+            new["metadata"].update(
+                deletionTimestamp=obj["metadata"].get("deletionTimestamp") or now(), deletionGracePeriodSeconds=0
+            )
             if fins:
                 new["metadata"]["finalizers"] = fins
             if key[0] == NAMESPACE_TYPE.store_key:
                 new["status"] = {"phase": "Terminating"}
             if key[0] == CRD_TYPE.store_key:
                 new.setdefault("status", {}).setdefault("conditions", []).append(
-                    {"type": "Terminating", "status": "True", "lastTransitionTime": now(),
-                     "reason": "InstanceDeletionInProgress", "message": "CustomResource deletion is in progress"})
+                    {
+                        "type": "Terminating",
+                        "status": "True",
+                        "lastTransitionTime": now(),
+                        "reason": "InstanceDeletionInProgress",
+                        "message": "CustomResource deletion is in progress",
+                    }
+                )
             self._put(key, new, "MODIFIED", obj)
         cascade = FOREGROUND if policy == FOREGROUND else BACKGROUND
         for content in contents:
@@ -236,12 +257,24 @@ class Store:
         stamp = now()
         new["status"] = {
             "conditions": [
-                {"type": "NamesAccepted", "status": "True", "lastTransitionTime": stamp,
-                 "reason": "NoConflicts", "message": "no conflicts found"},
-                {"type": "Established", "status": "True", "lastTransitionTime": stamp,
-                 "reason": "InitialNamesAccepted", "message": "the initial names have been accepted"}],
+                {
+                    "type": "NamesAccepted",
+                    "status": "True",
+                    "lastTransitionTime": stamp,
+                    "reason": "NoConflicts",
+                    "message": "no conflicts found",
+                },
+                {
+                    "type": "Established",
+                    "status": "True",
+                    "lastTransitionTime": stamp,
+                    "reason": "InitialNamesAccepted",
+                    "message": "the initial names have been accepted",
+                },
+            ],
             "acceptedNames": names,
-            "storedVersions": [v["name"] for v in new["spec"]["versions"] if v.get("storage")]}
+            "storedVersions": [v["name"] for v in new["spec"]["versions"] if v.get("storage")],
+        }
         self._put(key, new, "MODIFIED", crd)
         self._crd_of[(new["spec"]["group"], names["plural"])] = key[2]
         self.registry.set_crd(key[2], types_from_crd(new))
@@ -262,8 +295,9 @@ class Store:
             raise errors.bad_request(f"the body of the request must be a {rt.kind} object")
         for field, expected in (("apiVersion", rt.api_version), ("kind", rt.kind)):
             if body.get(field) and body[field] != expected:
-                raise errors.bad_request(f"the {field} in the data ({body[field]}) does not match the "
-                                         f"expected {field} ({expected})")
+                raise errors.bad_request(
+                    f"the {field} in the data ({body[field]}) does not match the expected {field} ({expected})"
+                )
         meta = {k: v for k, v in (body.get("metadata") or {}).items() if k in META_FIELDS and v is not None}
         rest = {k: v for k, v in body.items() if k not in ("apiVersion", "kind", "metadata")}
         return {"apiVersion": rt.api_version, "kind": rt.kind, "metadata": meta, **rest}
@@ -277,8 +311,7 @@ class Store:
         if rt.schema:
             pruned = prune(obj, rt.schema)
             if pruned and strict:
-                raise errors.bad_request("strict decoding error: "
-                                         + ", ".join(f'unknown field "{p}"' for p in pruned))
+                raise errors.bad_request("strict decoding error: " + ", ".join(f'unknown field "{p}"' for p in pruned))
             warnings = [f'unknown field "{p}"' for p in pruned]
             apply_defaults(obj, rt.schema)
             errs += validate(obj, rt.schema)
@@ -293,8 +326,12 @@ class Store:
             if namespace is None:
                 raise errors.not_found("namespaces", "", ns)
             if "deletionTimestamp" in namespace["metadata"]:
-                raise errors.forbidden(rt.plural, rt.group, "", f"unable to create new content in namespace "
-                                       f"{ns} because it is being terminated")
+                raise errors.forbidden(
+                    rt.plural,
+                    rt.group,
+                    "",
+                    f"unable to create new content in namespace {ns} because it is being terminated",
+                )
         crd = self._find((CRD_TYPE.store_key, "", rt.crd_name)) if rt.crd_name else None
         if crd is not None and "deletionTimestamp" in crd["metadata"]:
             raise errors.method_not_allowed("create not allowed while custom resource definition is terminating")
@@ -323,8 +360,13 @@ class Store:
             if isinstance(template, dict) and not spec.get("manualSelector"):
                 spec["selector"] = {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}
                 tmeta = template.setdefault("metadata", {})
-                tmeta["labels"] = {**(tmeta.get("labels") or {}), "batch.kubernetes.io/controller-uid": uid,
-                                   "batch.kubernetes.io/job-name": name, "controller-uid": uid, "job-name": name}
+                tmeta["labels"] = {
+                    **(tmeta.get("labels") or {}),
+                    "batch.kubernetes.io/controller-uid": uid,
+                    "batch.kubernetes.io/job-name": name,
+                    "controller-uid": uid,
+                    "job-name": name,
+                }
 
     # ---- the verbs -----------------------------------------------------------------------
 
@@ -335,12 +377,16 @@ class Store:
             raise errors.not_found(rt.plural, rt.group, name)
         return present(rt, obj)
 
-    def list(self, rt: ResourceType, ns: str | None, selector: Selector, limit: int = 0,
-             continue_token: str = "") -> Obj:
+    def list(
+        self, rt: ResourceType, ns: str | None, selector: Selector, limit: int = 0, continue_token: str = ""
+    ) -> Obj:
         with self._lock:
             rv = self._rv
-            items = [o for (ons, _), o in self._objects.get(rt.store_key, {}).items()
-                     if (ns is None or ons == ns) and selector.matches(o)]
+            items = [
+                o
+                for (ons, _), o in self._objects.get(rt.store_key, {}).items()
+                if (ns is None or ons == ns) and selector.matches(o)
+            ]
         items.sort(key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
         if continue_token:
             try:
@@ -358,18 +404,22 @@ class Store:
                 meta["remainingItemCount"] = len(items) - limit
             items = items[:limit]
         # Typed (built-in) lists omit each item's kind/apiVersion on a real server; CR lists keep them.
-        shown = [present(rt, o) if rt.custom else {k: v for k, v in o.items() if k not in ("kind", "apiVersion")}
-                 for o in items]
+        shown = [
+            present(rt, o) if rt.custom else {k: v for k, v in o.items() if k not in ("kind", "apiVersion")}
+            for o in items
+        ]
         return {"kind": rt.kind + "List", "apiVersion": rt.api_version, "metadata": meta, "items": shown}
 
-    def create(self, rt: ResourceType, ns: str | None, body: Any, dry_run: bool = False,
-               strict: bool = False) -> Result:
+    def create(
+        self, rt: ResourceType, ns: str | None, body: Any, dry_run: bool = False, strict: bool = False
+    ) -> Result:
         obj = self._decode(rt, body)
         meta = obj["metadata"]
         if rt.namespaced:
             if meta.get("namespace") and meta["namespace"] != ns:
-                raise errors.bad_request("the namespace of the provided object does not match the namespace "
-                                         "sent on the request")
+                raise errors.bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request"
+                )
             meta["namespace"] = ns
         else:
             meta.pop("namespace", None)
@@ -383,13 +433,26 @@ class Store:
                     if self._find((rt.store_key, ns or "", name)) is None:
                         break
             if not name:
-                raise errors.invalid(rt.kind, rt.group, "", [errors.cause(
-                    "metadata.name", "FieldValueRequired", "Required value: name or generateName is required")])
+                raise errors.invalid(
+                    rt.kind,
+                    rt.group,
+                    "",
+                    [
+                        errors.cause(
+                            "metadata.name", "FieldValueRequired", "Required value: name or generateName is required"
+                        )
+                    ],
+                )
             name_errors = validate_name(name, rt)
             if name_errors:
                 raise errors.invalid(rt.kind, rt.group, name, name_errors)
-            for field in ("resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "managedFields",
-                          "selfLink"):
+            for field in (
+                "resourceVersion",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "managedFields",
+                "selfLink",
+            ):
                 meta.pop(field, None)
             meta.update(name=name, uid=str(uuid.uuid4()), creationTimestamp=now())
             if rt.generation:
@@ -406,21 +469,48 @@ class Store:
                 self._establish_crd(key)
             return present(rt, obj), warnings
 
-    def update(self, rt: ResourceType, ns: str | None, name: str, body: Any, subresource: str | None = None,
-               dry_run: bool = False, strict: bool = False) -> Result:
+    def update(
+        self,
+        rt: ResourceType,
+        ns: str | None,
+        name: str,
+        body: Any,
+        subresource: str | None = None,
+        dry_run: bool = False,
+        strict: bool = False,
+    ) -> Result:
         obj = self._decode(rt, body)
         if obj["metadata"].get("name", name) != name:
-            raise errors.bad_request(f"the name of the object ({obj['metadata']['name']}) does not match the "
-                                     f"name on the URL ({name})")
+            raise errors.bad_request(
+                f"the name of the object ({obj['metadata']['name']}) does not match the name on the URL ({name})"
+            )
         if rt.custom and not obj["metadata"].get("resourceVersion"):
-            raise errors.invalid(rt.kind, rt.group, name, [errors.cause(
-                "metadata.resourceVersion", "FieldValueInvalid",
-                "Invalid value: 0x0: must be specified for an update")])
+            raise errors.invalid(
+                rt.kind,
+                rt.group,
+                name,
+                [
+                    errors.cause(
+                        "metadata.resourceVersion",
+                        "FieldValueInvalid",
+                        "Invalid value: 0x0: must be specified for an update",
+                    )
+                ],
+            )
         with self._lock:
             return self._write(rt, (rt.store_key, ns or "", name), obj, subresource, dry_run, strict)
 
-    def patch(self, rt: ResourceType, ns: str | None, name: str, content_type: str, patch: Any,
-              subresource: str | None = None, dry_run: bool = False, strict: bool = False) -> Result:
+    def patch(
+        self,
+        rt: ResourceType,
+        ns: str | None,
+        name: str,
+        content_type: str,
+        patch: Any,
+        subresource: str | None = None,
+        dry_run: bool = False,
+        strict: bool = False,
+    ) -> Result:
         accepted = [JSON_PATCH, MERGE_PATCH] + ([] if rt.custom else [STRATEGIC_PATCH])
         if content_type not in accepted:
             raise errors.unsupported_media_type(accepted)
@@ -432,8 +522,9 @@ class Store:
             patched = _PATCH_TYPES[content_type](clone(old), patch)
             return self._write(rt, key, self._decode(rt, patched), subresource, dry_run, strict)
 
-    def _write(self, rt: ResourceType, key: Key, new: Obj, subresource: str | None, dry_run: bool,
-               strict: bool) -> Result:
+    def _write(
+        self, rt: ResourceType, key: Key, new: Obj, subresource: str | None, dry_run: bool, strict: bool
+    ) -> Result:
         old = self._find(key)
         name = key[2]
         if old is None:
@@ -463,13 +554,22 @@ class Store:
         meta["resourceVersion"] = old_meta["resourceVersion"]
         added = set(meta.get("finalizers") or []) - set(old_meta.get("finalizers") or [])
         if "deletionTimestamp" in old_meta and added:
-            raise errors.invalid(rt.kind, rt.group, name, [errors.cause(
-                "metadata.finalizers", "FieldValueForbidden",
-                "Forbidden: no new finalizers can be added if the object is being deleted")])
+            raise errors.invalid(
+                rt.kind,
+                rt.group,
+                name,
+                [
+                    errors.cause(
+                        "metadata.finalizers",
+                        "FieldValueForbidden",
+                        "Forbidden: no new finalizers can be added if the object is being deleted",
+                    )
+                ],
+            )
         warnings = self._admit(rt, result, strict)
         if rt.generation and _spec_of(rt, result) != _spec_of(rt, old):
             meta["generation"] = old_meta.get("generation", 0) + 1
-        if result == old or dry_run:     # a no-op write keeps the resourceVersion and sends no event
+        if result == old or dry_run:  # a no-op write keeps the resourceVersion and sends no event
             return present(rt, result), warnings
         if "deletionTimestamp" in meta and not meta.get("finalizers") and not self._contents(key, result):
             return present(rt, self._remove(key, last=result)), warnings
@@ -487,18 +587,32 @@ class Store:
             meta = obj["metadata"]
             pre = options.get("preconditions") or {}
             if pre.get("uid") and pre["uid"] != meta["uid"]:
-                raise errors.conflict(rt.plural, rt.group, name, f"Precondition failed: UID in precondition: "
-                                      f"{pre['uid']}, UID in object meta: {meta['uid']}")
+                raise errors.conflict(
+                    rt.plural,
+                    rt.group,
+                    name,
+                    f"Precondition failed: UID in precondition: {pre['uid']}, UID in object meta: {meta['uid']}",
+                )
             if pre.get("resourceVersion") and pre["resourceVersion"] != meta["resourceVersion"]:
-                raise errors.conflict(rt.plural, rt.group, name, f"Precondition failed: ResourceVersion in "
-                                      f"precondition: {pre['resourceVersion']}, ResourceVersion in meta: "
-                                      f"{meta['resourceVersion']}")
+                raise errors.conflict(
+                    rt.plural,
+                    rt.group,
+                    name,
+                    f"Precondition failed: ResourceVersion in "
+                    f"precondition: {pre['resourceVersion']}, ResourceVersion in meta: "
+                    f"{meta['resourceVersion']}",
+                )
             policy, warnings = self._policy(rt, options)
             result = obj if dry_run else self._delete_obj(key, policy)
             gone = dry_run or self._find(key) is None
         if gone and not rt.return_deleted:
-            return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-                    "details": {"name": name, "group": rt.group, "kind": rt.plural, "uid": meta["uid"]}}, warnings
+            return {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Success",
+                "details": {"name": name, "group": rt.group, "kind": rt.plural, "uid": meta["uid"]},
+            }, warnings
         return present(rt, result), warnings
 
     @staticmethod
@@ -509,29 +623,40 @@ class Store:
         if policy is None:
             return (ORPHAN, [JOB_ORPHAN_WARNING]) if rt.default_orphan else (BACKGROUND, [])
         if policy not in (FOREGROUND, BACKGROUND, ORPHAN):
-            raise errors.bad_request(f'propagationPolicy: Unsupported value: "{policy}": supported values: '
-                                     '"Foreground", "Background", "Orphan"')
+            raise errors.bad_request(
+                f'propagationPolicy: Unsupported value: "{policy}": supported values: '
+                '"Foreground", "Background", "Orphan"'
+            )
         return policy, []
 
-    def delete_collection(self, rt: ResourceType, ns: str | None, selector: Selector, options: Obj,
-                          dry_run: bool = False) -> Result:
+    def delete_collection(
+        self, rt: ResourceType, ns: str | None, selector: Selector, options: Obj, dry_run: bool = False
+    ) -> Result:
         policy, warnings = self._policy(rt, options)
         with self._lock:
-            keys = [(rt.store_key, ons, n) for (ons, n), o in self._objects.get(rt.store_key, {}).items()
-                    if (ns is None or ons == ns) and selector.matches(o)]
+            keys = [
+                (rt.store_key, ons, n)
+                for (ons, n), o in self._objects.get(rt.store_key, {}).items()
+                if (ns is None or ons == ns) and selector.matches(o)
+            ]
             deleted = []
             for key in keys:
-                obj = self._find(key)     # an earlier deletion may have collected it already
+                obj = self._find(key)  # an earlier deletion may have collected it already
                 if obj is not None:
                     deleted.append(present(rt, obj if dry_run else self._delete_obj(key, policy)))
             rv = self._rv
-        return {"kind": rt.kind + "List", "apiVersion": rt.api_version, "metadata": {"resourceVersion": str(rv)},
-                "items": deleted}, warnings
+        return {
+            "kind": rt.kind + "List",
+            "apiVersion": rt.api_version,
+            "metadata": {"resourceVersion": str(rv)},
+            "items": deleted,
+        }, warnings
 
     # ---- watching ------------------------------------------------------------------------
 
-    def watch(self, rt: ResourceType, ns: str | None, selector: Selector, since: str | None,
-              send_initial: bool = False) -> Watcher:
+    def watch(
+        self, rt: ResourceType, ns: str | None, selector: Selector, since: str | None, send_initial: bool = False
+    ) -> Watcher:
         """Subscribe; replays history after `since`, or starts with the current state as ADDED events."""
         watcher = Watcher(rt, ns, selector)
         with self._lock:
@@ -591,15 +716,18 @@ class Store:
             names = [c.get("name") for c in (spec.get("containers") or []) + (spec.get("initContainers") or [])]
             if container is None:
                 if len(spec.get("containers") or []) != 1:
-                    raise errors.bad_request(f"a container name must be specified for pod {name}, choose one of: "
-                                             f"[{' '.join(c.get('name') for c in spec.get('containers') or [])}]")
+                    raise errors.bad_request(
+                        f"a container name must be specified for pod {name}, choose one of: "
+                        f"[{' '.join(c.get('name') for c in spec.get('containers') or [])}]"
+                    )
                 container = spec["containers"][0].get("name")
             elif container not in names:
                 raise errors.bad_request(f"container {container} is not valid for pod {name}")
             text = self._pod_logs.get((ns, name, container), self._pod_logs.get((ns, name, None)))
             if text is None and (pod.get("status") or {}).get("phase", "Pending") == "Pending":
-                raise errors.bad_request(f'container "{container}" in pod "{name}" is waiting to start: '
-                                         "ContainerCreating")
+                raise errors.bad_request(
+                    f'container "{container}" in pod "{name}" is waiting to start: ContainerCreating'
+                )
             return text or ""
 
     # ---- direct access for tests -----------------------------------------------------------
@@ -610,5 +738,8 @@ class Store:
 
     def all(self, group: str, plural: str, namespace: str | None = None) -> list[Obj]:
         with self._lock:
-            return [o for (ns, _), o in self._objects.get((group, plural), {}).items()
-                    if namespace is None or ns == namespace]
+            return [
+                o
+                for (ns, _), o in self._objects.get((group, plural), {}).items()
+                if namespace is None or ns == namespace
+            ]

@@ -4,6 +4,7 @@ Events are offered to watchers while the store lock is held (cheap, never blocks
 and written to sockets by the connection's own thread after taking them from the
 queue, so a slow client never stalls writers.
 """
+
 from __future__ import annotations
 
 import queue
@@ -19,10 +20,10 @@ Obj = dict[str, Any]
 @dataclass(frozen=True)
 class Event:
     rv: int
-    type: str                      # ADDED | MODIFIED | DELETED
+    type: str  # ADDED | MODIFIED | DELETED
     store_key: tuple[str, str]
-    obj: Obj                       # state after the change (for DELETED: last state, new rv)
-    old: Obj | None                # state before (None for ADDED)
+    obj: Obj  # state after the change (for DELETED: last state, new rv)
+    old: Obj | None  # state before (None for ADDED)
 
 
 class Watcher:
@@ -44,8 +45,11 @@ class Watcher:
         if now:
             self.push("MODIFIED" if before else "ADDED", ev.obj)
         elif before:
-            old = ev.old if ev.type == "DELETED" else {**ev.old, "metadata": {**ev.old["metadata"],
-                                                                               "resourceVersion": str(ev.rv)}}
+            old = (
+                ev.old
+                if ev.type == "DELETED"
+                else {**ev.old, "metadata": {**ev.old["metadata"], "resourceVersion": str(ev.rv)}}
+            )
             self.push("DELETED", old)
 
     def close(self) -> None:

@@ -23,7 +23,15 @@ TERMINATION_GRACE_SECONDS = 30
 EVALUATOR_UID = 1000
 
 #: Spec fields that shape the pod, not the evaluation; the runner never needs them.
-_POD_ONLY_FIELDS = ("priority", "timeoutSeconds", "image", "resources", "nodeSelector", "tolerations", "cancelRequested")
+_POD_ONLY_FIELDS = (
+    "priority",
+    "timeoutSeconds",
+    "image",
+    "resources",
+    "nodeSelector",
+    "tolerations",
+    "cancelRequested",
+)
 
 
 def build_job(evaljob: dict[str, Any], settings: OperatorSettings) -> dict[str, Any]:

@@ -27,13 +27,17 @@ def evaljobs_by_namespace(namespace: str, body: kopf.Body, **_: Any) -> dict[str
 
 
 @kopf.index("batch", "v1", "jobs", labels=CHILD_SELECTOR)
-def jobs_by_evaljob(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]] | None:
+def jobs_by_evaljob(
+    namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any
+) -> dict[tuple[str, str], dict[str, Any]] | None:
     owner = labels.get(resource.LABEL_EVALJOB)
     return {(namespace, owner): _plain(body)} if owner else None
 
 
 @kopf.index("", "v1", "pods", labels=CHILD_SELECTOR)
-def pods_by_evaljob(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]] | None:
+def pods_by_evaljob(
+    namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any
+) -> dict[tuple[str, str], dict[str, Any]] | None:
     owner = labels.get(resource.LABEL_EVALJOB)
     return {(namespace, owner): _plain(body)} if owner else None
 

@@ -36,20 +36,32 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="evalkube-operator", description=__doc__)
     scope = parser.add_mutually_exclusive_group()
-    scope.add_argument("--namespace", "-n", action="append", default=None, help="namespace to watch (repeatable; default: EVALKUBE_NAMESPACES, else all)")
+    scope.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=None,
+        help="namespace to watch (repeatable; default: EVALKUBE_NAMESPACES, else all)",
+    )
     scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch the whole cluster")
     peering = parser.add_mutually_exclusive_group()
-    peering.add_argument("--standalone", action="store_true", default=True, help="no peering: the only operator (default)")
+    peering.add_argument(
+        "--standalone", action="store_true", default=True, help="no peering: the only operator (default)"
+    )
     peering.add_argument("--peering", metavar="NAME", help="coordinate with other replicas through kopf peering NAME")
     parser.add_argument(
-        "--priority", type=int, default=None,
+        "--priority",
+        type=int,
+        default=None,
         help="peering priority (default with --peering: random, so identical replicas elect one active)",
     )
     parser.add_argument("--liveness", metavar="URL", help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz")
     parser.add_argument("--verbose", "-v", action="store_true")
     args = parser.parse_args(argv)
 
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     if not args.verbose:  # one line per handled event, and per probe, drowns what evalkube says
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

@@ -6,11 +6,10 @@ volumes and limits in one place, and each EvalJob only says what it evaluates.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from typing_extensions import Annotated
 
 
 def _split_csv(value: Any) -> Any:

@@ -66,7 +66,7 @@ class Reconciler:
         """
         try:
             await self._reconcile_locked(namespace, name, views, job_deleted)
-        except Exception:  # noqa: BLE001 - logged, retried
+        except Exception:
             delay = self._backoff[(namespace, name)] = min(2 * self._backoff.get((namespace, name), 0.5), 60.0)
             log.exception("reconciling EvalJob %s/%s failed; retrying in %.0fs", namespace, name, delay)
             if (namespace, name) not in self._retries:
@@ -110,11 +110,14 @@ class Reconciler:
 
         if spec.get("cancelRequested"):
             await self.cluster.delete_job(namespace, name)
-            return await self._write(evaljob, {
-                "phase": Phase.CANCELLED,
-                "message": "cancelled on request",
-                "completedAt": now_rfc3339(),
-            })
+            return await self._write(
+                evaljob,
+                {
+                    "phase": Phase.CANCELLED,
+                    "message": "cancelled on request",
+                    "completedAt": now_rfc3339(),
+                },
+            )
 
         job = views.job(namespace, name)
         if job is None:
@@ -122,12 +125,15 @@ class Reconciler:
             # fills its indexes before handling, so after a restart a missing Job is really missing.
             seen_here = self._written.get((namespace, name), (None, False))[1]
             if status.get("jobName") and (job_deleted or not seen_here):
-                return await self._write(evaljob, {
-                    "phase": Phase.FAILED,
-                    "message": "evaluation failed",
-                    "error": f"the Job {name} was deleted before the evaluation finished",
-                    "completedAt": now_rfc3339(),
-                })
+                return await self._write(
+                    evaljob,
+                    {
+                        "phase": Phase.FAILED,
+                        "message": "evaluation failed",
+                        "error": f"the Job {name} was deleted before the evaluation finished",
+                        "completedAt": now_rfc3339(),
+                    },
+                )
             if not status.get("jobName"):
                 return await self._admit(evaljob, views)
             return False  # created; its first event is on the way
@@ -145,43 +151,55 @@ class Reconciler:
 
         tasks_config_map = (spec.get("customTasks") or {}).get("configMap")
         if tasks_config_map and await self.cluster.config_map_data(namespace, tasks_config_map) is None:
-            return await self._write(evaljob, {
-                "phase": Phase.FAILED,
-                "message": "evaluation failed",
-                "error": f"spec.customTasks.configMap: ConfigMap {tasks_config_map!r} not found in namespace {namespace!r}",
-                "createdAt": created,
-                "completedAt": now_rfc3339(),
-            })
+            return await self._write(
+                evaljob,
+                {
+                    "phase": Phase.FAILED,
+                    "message": "evaluation failed",
+                    "error": f"spec.customTasks.configMap: ConfigMap {tasks_config_map!r} not found in namespace {namespace!r}",
+                    "createdAt": created,
+                    "completedAt": now_rfc3339(),
+                },
+            )
 
         async with self._namespace_locks[namespace]:
             waiting_ahead, running = self._queue_position(evaljob, views.evaljobs(namespace))
             limit = self.settings.max_running
             if limit and running + waiting_ahead >= limit:
-                return await self._write(evaljob, {
-                    "phase": Phase.QUEUED,
-                    "createdAt": created,
-                    "message": f"waiting for a free slot: {running} of max {limit} EvalJobs running, {waiting_ahead} ahead in the queue",
-                })
+                return await self._write(
+                    evaljob,
+                    {
+                        "phase": Phase.QUEUED,
+                        "createdAt": created,
+                        "message": f"waiting for a free slot: {running} of max {limit} EvalJobs running, {waiting_ahead} ahead in the queue",
+                    },
+                )
             try:
                 if await self.cluster.create_job(build_job(evaljob, self.settings)):
                     log.info("created Job %s/%s", namespace, name)
             except ApiException as error:
                 if error.status not in (400, 403, 422):
                     raise  # transient: retried
-                return await self._write(evaljob, {
-                    "phase": Phase.FAILED,
-                    "message": "evaluation failed",
-                    "error": f"the Job could not be created: {api_reason(error)}",
+                return await self._write(
+                    evaljob,
+                    {
+                        "phase": Phase.FAILED,
+                        "message": "evaluation failed",
+                        "error": f"the Job could not be created: {api_reason(error)}",
+                        "createdAt": created,
+                        "completedAt": now_rfc3339(),
+                    },
+                )
+            return await self._write(
+                evaljob,
+                {
+                    "phase": Phase.QUEUED,
                     "createdAt": created,
-                    "completedAt": now_rfc3339(),
-                })
-            return await self._write(evaljob, {
-                "phase": Phase.QUEUED,
-                "createdAt": created,
-                "jobName": name,
-                "message": "Job created; waiting for the evaluator pod",
-                "observedGeneration": meta.get("generation"),
-            })
+                    "jobName": name,
+                    "message": "Job created; waiting for the evaluator pod",
+                    "observedGeneration": meta.get("generation"),
+                },
+            )
 
     def _state(self, evaljob: dict[str, Any]) -> tuple[str | None, bool]:
         """(phase, holds a Job): this process's own last write wins over a lagging watch."""
@@ -261,19 +279,32 @@ class Reconciler:
             return False
         if changes.get("phase") in Phase.FINISHED:
             # One condition named after the final phase: `kubectl wait --for=condition=Completed`.
-            changes["conditions"] = [{
-                "type": changes["phase"], "status": "True", "reason": changes["phase"],
-                "message": (changes.get("error") or changes.get("message") or "")[:1024],
-                "lastTransitionTime": now_rfc3339(),
-            }]
+            changes["conditions"] = [
+                {
+                    "type": changes["phase"],
+                    "status": "True",
+                    "reason": changes["phase"],
+                    "message": (changes.get("error") or changes.get("message") or "")[:1024],
+                    "lastTransitionTime": now_rfc3339(),
+                }
+            ]
         meta = evaljob["metadata"]
         patched = await self.cluster.patch_evaljob_status(meta["namespace"], meta["name"], changes)
         if patched is not None:
             evaljob["status"] = patched.get("status") or {}
-            self._written[(meta["namespace"], meta["name"])] = (evaljob["status"].get("phase"), bool(evaljob["status"].get("jobName")))
+            self._written[(meta["namespace"], meta["name"])] = (
+                evaljob["status"].get("phase"),
+                bool(evaljob["status"].get("jobName")),
+            )
             error = (changes.get("error") or "").split("\n", 1)[0]
-            log.info("EvalJob %s/%s: %s %s%s", meta["namespace"], meta["name"], changes.get("phase", "-"),
-                     changes.get("message", ""), f" ({error})" if error else "")
+            log.info(
+                "EvalJob %s/%s: %s %s%s",
+                meta["namespace"],
+                meta["name"],
+                changes.get("phase", "-"),
+                changes.get("message", ""),
+                f" ({error})" if error else "",
+            )
         return patched is not None and changes.get("phase") in Phase.FINISHED
 
     async def _after_finish(self, namespace: str, views: Views) -> None:
@@ -291,7 +322,9 @@ class Reconciler:
         excess = len(finished) - self.settings.max_completed_jobs
         if excess <= 0:
             return
-        finished.sort(key=lambda ej: (ej.get("status") or {}).get("completedAt") or ej["metadata"].get("creationTimestamp", ""))
+        finished.sort(
+            key=lambda ej: (ej.get("status") or {}).get("completedAt") or ej["metadata"].get("creationTimestamp", "")
+        )
         for evaljob in finished[:excess]:
             log.info("retention: deleting finished EvalJob %s/%s", namespace, evaljob["metadata"]["name"])
             await self.cluster.delete_evaljob(namespace, evaljob["metadata"]["name"])

@@ -27,20 +27,33 @@ class Cluster:
     async def get_evaljob(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await _or_none(
             self.custom.get_namespaced_custom_object,
-            resource.GROUP, resource.VERSION, namespace, resource.PLURAL, name,
+            resource.GROUP,
+            resource.VERSION,
+            namespace,
+            resource.PLURAL,
+            name,
         )
 
     async def patch_evaljob_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any] | None:
         """Merge-patch status; None when the EvalJob is gone (deleted meanwhile)."""
         return await _or_none(
             self.custom.patch_namespaced_custom_object_status,
-            resource.GROUP, resource.VERSION, namespace, resource.PLURAL, name, {"status": status},
+            resource.GROUP,
+            resource.VERSION,
+            namespace,
+            resource.PLURAL,
+            name,
+            {"status": status},
         )
 
     async def delete_evaljob(self, namespace: str, name: str) -> None:
         await _or_none(
             self.custom.delete_namespaced_custom_object,
-            resource.GROUP, resource.VERSION, namespace, resource.PLURAL, name,
+            resource.GROUP,
+            resource.VERSION,
+            namespace,
+            resource.PLURAL,
+            name,
             propagation_policy="Background",
         )
 
@@ -61,7 +74,9 @@ class Cluster:
     async def evaljob_pods(self, namespace: str, name: str) -> list[dict[str, Any]]:
         """The EvalJob's pods, read now (as plain API dicts, like the watches deliver them)."""
         selector = f"{resource.LABEL_EVALJOB}={name}"
-        response = await asyncio.to_thread(self.core.list_namespaced_pod, namespace, label_selector=selector, _preload_content=False)
+        response = await asyncio.to_thread(
+            self.core.list_namespaced_pod, namespace, label_selector=selector, _preload_content=False
+        )
         return list(json.loads(response.data)["items"])
 
     async def config_map_data(self, namespace: str, name: str) -> dict[str, str] | None:
