@@ -7,26 +7,36 @@ the whole group; whatever is still alive after GRACE_SECONDS is killed. Once the
 the group is killed anyway, so no stray worker outlives the runner holding a GPU.
 
 Output is forwarded byte for byte to our stdout (stderr merged, so order is kept) for `kubectl
-logs`, and the last TAIL_BYTES are kept for the termination message.
+logs`, and the last TAIL_BYTES are kept for the termination message. Given `on_progress`, the
+pump also reads lmms-eval's progress bars from the output (`progress.ProgressParser`) and hands
+the newest state to a publisher thread (`progress.ProgressPublisher`), so the callback, however
+slow, never holds up the pump (a stalled pump would fill the pipe and stall the child).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
+
+from evalkube.runner.progress import PUBLISH_INTERVAL_SECONDS, Progress, ProgressParser, ProgressPublisher
 
 #: Seconds the group gets to exit after SIGTERM; well inside Kubernetes' default 30 s grace.
 GRACE_SECONDS = 10.0
 TAIL_BYTES = 64 * 1024
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+#: Seconds the runner waits, once the child is gone, for the final progress update to be published.
+FINAL_PUBLISH_TIMEOUT = 10.0
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -36,14 +46,28 @@ class Outcome:
     signal: int | None
     #: The last TAIL_BYTES of the child's output, decoded.
     tail: str
+    #: The newest progress read from the child's output (None without `on_progress`, or no bar seen).
+    progress: Progress | None = None
 
 
 class ProcessGroupRunner:
     """Runs one command to completion; meant for the main thread (it installs signal handlers)."""
 
-    def __init__(self, grace_seconds: float = GRACE_SECONDS, output: BinaryIO | None = None) -> None:
+    def __init__(
+        self,
+        grace_seconds: float = GRACE_SECONDS,
+        output: BinaryIO | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+        progress_interval: float = PUBLISH_INTERVAL_SECONDS,
+    ) -> None:
+        """`on_progress` is called from a worker thread, at most once per `progress_interval`
+        seconds and once more with the final state when the child has ended."""
         self.grace_seconds = grace_seconds
         self.output = output if output is not None else sys.stdout.buffer
+        self.on_progress = on_progress
+        self.progress_interval = progress_interval
+        self._parser: ProgressParser | None = None
+        self._publisher: ProgressPublisher | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._signal: int | None = None
         self._deadline: float | None = None
@@ -54,6 +78,9 @@ class ProcessGroupRunner:
         previous = {signum: signal.signal(signum, self._on_signal) for signum in FORWARDED_SIGNALS}
         try:
             if self._signal is None:
+                if self.on_progress is not None:
+                    self._parser = ProgressParser()
+                    self._publisher = ProgressPublisher(self.on_progress, self.progress_interval)
                 self._proc = subprocess.Popen(
                     list(argv), env=dict(env), stdin=subprocess.DEVNULL,
                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
@@ -72,7 +99,10 @@ class ProcessGroupRunner:
                 self._killer.cancel()
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
-        return Outcome(returncode, self._signal, self._tail.decode(errors="replace"))
+            if self._publisher is not None and not self._publisher.close(FINAL_PUBLISH_TIMEOUT):
+                log.warning("the final progress update was still being published after %ss", FINAL_PUBLISH_TIMEOUT)
+        progress = self._parser.latest if self._parser is not None else None
+        return Outcome(returncode, self._signal, self._tail.decode(errors="replace"), progress)
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         if self._signal is None:
@@ -124,4 +154,17 @@ class ProcessGroupRunner:
             self.output.flush()
             self._tail += chunk
             del self._tail[:-TAIL_BYTES]
+            if self._parser is not None:
+                self._read_progress(chunk)
         stream.close()
+
+    def _read_progress(self, chunk: bytes) -> None:
+        assert self._parser is not None and self._publisher is not None
+        try:
+            progress = self._parser.feed(chunk)
+        except Exception:  # the parser is built not to raise; if it ever does, the pump must go on
+            log.exception("reading progress failed; progress is no longer read for this run")
+            self._parser = None
+            return
+        if progress is not None:
+            self._publisher.offer(progress)
