@@ -971,7 +971,7 @@ def test_errors_are_status_objects(emu: KubeEmulator, core: client.CoreV1Api, ns
 
 
 def test_pod_log(emu: KubeEmulator, core: client.CoreV1Api, ns: str) -> None:
-    core.create_namespaced_pod(ns, pod_body("runner"))
+    core.create_namespaced_pod(ns, {**pod_body("runner"), "spec": {**pod_body("runner")["spec"], "nodeName": "n1"}})
     assert "waiting to start" in raises(400, core.read_namespaced_pod_log, "runner", ns)["message"]
     emu.set_pod_log(ns, "runner", "line1\nline2\nline3\n")
     assert core.read_namespaced_pod_log("runner", ns) == "line1\nline2\nline3\n"

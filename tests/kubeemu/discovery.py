@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .resources import ALL_VERBS, Registry, ResourceType, version_priority
+from .resources import Registry, ResourceType, version_priority
 
 VERSION_INFO = {
     "major": "1",
@@ -65,7 +65,7 @@ def _entries(rt: ResourceType) -> list[dict[str, Any]]:
         "singularName": rt.singular or rt.kind.lower(),
         "namespaced": rt.namespaced,
         "kind": rt.kind,
-        "verbs": list(ALL_VERBS),
+        "verbs": list(rt.verbs),
     }
     if rt.short_names:
         main["shortNames"] = list(rt.short_names)

@@ -35,6 +35,8 @@ class ResourceType:
     default_orphan: bool = False  # batch/v1 Job: API deletes orphan dependents by default
     schema: dict[str, Any] | None = None  # structural openAPIV3Schema (CRs only)
     crd_name: str = ""
+    verbs: tuple[str, ...] = ALL_VERBS  # as listed by discovery
+    stored: bool = True  # False: a review (TokenReview, SubjectAccessReview), answered, never persisted
 
     @property
     def api_version(self) -> str:
@@ -140,6 +142,20 @@ BUILTINS: tuple[ResourceType, ...] = (
         "events.k8s.io", "v1", "events", "Event", short_names=("ev",), field_labels=frozenset(_EVENTS_V1_FIELDS)
     ),
     ResourceType("coordination.k8s.io", "v1", "leases", "Lease"),
+    ResourceType("rbac.authorization.k8s.io", "v1", "roles", "Role"),
+    ResourceType("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding"),
+    ResourceType("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", namespaced=False),
+    ResourceType("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", namespaced=False),
+    *(
+        ResourceType(group, "v1", plural, kind, namespaced=namespaced, verbs=("create",), stored=False)
+        for group, plural, kind, namespaced in (
+            ("authentication.k8s.io", "tokenreviews", "TokenReview", False),
+            ("authentication.k8s.io", "selfsubjectreviews", "SelfSubjectReview", False),
+            ("authorization.k8s.io", "subjectaccessreviews", "SubjectAccessReview", False),
+            ("authorization.k8s.io", "selfsubjectaccessreviews", "SelfSubjectAccessReview", False),
+            ("authorization.k8s.io", "localsubjectaccessreviews", "LocalSubjectAccessReview", True),
+        )
+    ),
 )
 CRD_TYPE = next(rt for rt in BUILTINS if rt.plural == "customresourcedefinitions")
 NAMESPACE_TYPE = next(rt for rt in BUILTINS if rt.plural == "namespaces")

@@ -24,7 +24,8 @@ import uuid
 from collections import Counter, defaultdict, deque
 from typing import Any
 
-from . import errors
+from . import errors, rbac
+from .logs import PodLogs, current_run
 from .patching import JSON_PATCH, MERGE_PATCH, STRATEGIC_PATCH, json_patch, merge_patch, strategic_merge
 from .resources import CRD_TYPE, NAMESPACE_TYPE, Registry, ResourceType, types_from_crd
 from .schema import apply_defaults, prune, validate
@@ -60,6 +61,7 @@ _JOB_DEFAULTS = {
 }
 _PATCH_TYPES = {MERGE_PATCH: merge_patch, JSON_PATCH: json_patch, STRATEGIC_PATCH: strategic_merge}
 Result = tuple[Obj, list[str]]  # response body, Warning headers
+_PODS = ("", "pods")
 
 
 def now() -> str:
@@ -99,7 +101,7 @@ class Store:
         self._history_size = history_size
         self._floor = 0  # every event with rv > floor is in the history
         self._watchers: dict[StoreKey, set[Watcher]] = defaultdict(set)
-        self._pod_logs: dict[tuple[str, str, str | None], str] = {}
+        self.logs = PodLogs()
         for ns in ("default", "kube-system", "kube-public", "kube-node-lease"):
             self.create(NAMESPACE_TYPE, None, {"metadata": {"name": ns}})
 
@@ -115,6 +117,8 @@ class Store:
             self._ns_count[ns] += 1
         self._reindex_owners(key, old, obj)
         self._emit(Event(self._rv, event_type, sk, obj, old))
+        if sk == _PODS:
+            self.logs.poke()
         return obj
 
     def _reindex_owners(self, key: Key, old: Obj | None, new: Obj | None) -> None:
@@ -146,8 +150,8 @@ class Store:
         self._ns_count[ns] -= 1
         self._reindex_owners(key, stored, None)
         self._emit(Event(self._rv, "DELETED", sk, final, final))
-        if sk == ("", "pods"):
-            self._pod_logs = {k: v for k, v in self._pod_logs.items() if k[:2] != (ns, name)}
+        if sk == _PODS:
+            self.logs.drop(ns, name)
         for dep in list(self._dependents.pop(uid, ())):
             dep_obj = self._find(dep)
             if dep_obj is not None and (dep[1] == ns or not ns) and "deletionTimestamp" not in dep_obj["metadata"]:
@@ -303,7 +307,7 @@ class Store:
         return {"apiVersion": rt.api_version, "kind": rt.kind, "metadata": meta, **rest}
 
     @staticmethod
-    def _admit(rt: ResourceType, obj: Obj, strict: bool) -> list[str]:
+    def _admit(rt: ResourceType, obj: Obj, strict: bool, old: Obj | None = None) -> list[str]:
         """Prune/default/validate; returns the Warning headers for pruned fields."""
         name = obj["metadata"].get("name", "")
         errs = validate_meta(obj["metadata"])
@@ -316,6 +320,8 @@ class Store:
             apply_defaults(obj, rt.schema)
             errs += validate(obj, rt.schema)
         errs += validate_builtin(rt, obj)
+        if rt.group == rbac.RBAC_GROUP:
+            errs += rbac.validate(rt.kind, obj, old)
         if errs:
             raise errors.invalid(rt.kind, rt.group, name, errs)
         return warnings
@@ -566,7 +572,7 @@ class Store:
                     )
                 ],
             )
-        warnings = self._admit(rt, result, strict)
+        warnings = self._admit(rt, result, strict, old)
         if rt.generation and _spec_of(rt, result) != _spec_of(rt, old):
             meta["generation"] = old_meta.get("generation", 0) + 1
         if result == old or dry_run:  # a no-op write keeps the resourceVersion and sends no event
@@ -703,32 +709,44 @@ class Store:
 
     # ---- pod logs ------------------------------------------------------------------------
 
-    def set_pod_log(self, ns: str, name: str, text: str, container: str | None = None) -> None:
-        with self._lock:
-            self._pod_logs[(ns, name, container)] = text
+    def _log_key(self, ns: str, name: str, container: str | None) -> tuple[str, str, str | None, int] | None:
+        pod = self._find((_PODS, ns, name))
+        if pod is None:
+            return None
+        if container is None:
+            containers = (pod.get("spec") or {}).get("containers") or []
+            return ns, name, None, 0 if len(containers) != 1 else current_run(pod, containers[0].get("name"))
+        return ns, name, container, current_run(pod, container)
 
-    def pod_log(self, ns: str, name: str, container: str | None) -> str:
+    def set_pod_log(self, ns: str, name: str, text: str, container: str | None = None) -> None:
+        """Replace the current run's log (container None: served for any container without its own)."""
         with self._lock:
-            pod = self._find((("", "pods"), ns, name))
+            key = self._log_key(ns, name, container) or (ns, name, container, 0)
+            self.logs.replace(key, text)
+
+    def append_pod_log(
+        self, ns: str, name: str, text: str, container: str | None = None, at_ns: int | None = None
+    ) -> bool:
+        """Append to the container's current run (per its restartCount); False if the pod does not exist."""
+        with self._lock:
+            pod = self._find((_PODS, ns, name))
             if pod is None:
-                raise errors.not_found("pods", "", name)
-            spec = pod.get("spec") or {}
-            names = [c.get("name") for c in (spec.get("containers") or []) + (spec.get("initContainers") or [])]
+                return False
             if container is None:
-                if len(spec.get("containers") or []) != 1:
-                    raise errors.bad_request(
-                        f"a container name must be specified for pod {name}, choose one of: "
-                        f"[{' '.join(c.get('name') for c in spec.get('containers') or [])}]"
-                    )
-                container = spec["containers"][0].get("name")
-            elif container not in names:
-                raise errors.bad_request(f"container {container} is not valid for pod {name}")
-            text = self._pod_logs.get((ns, name, container), self._pod_logs.get((ns, name, None)))
-            if text is None and (pod.get("status") or {}).get("phase", "Pending") == "Pending":
-                raise errors.bad_request(
-                    f'container "{container}" in pod "{name}" is waiting to start: ContainerCreating'
-                )
-            return text or ""
+                names = [c.get("name") for c in (pod.get("spec") or {}).get("containers") or []]
+                if len(names) != 1:
+                    raise ValueError(f"pod {ns}/{name} has containers {names}: say which one the text is from")
+                container = names[0]
+            self.logs.append((ns, name, container, current_run(pod, container)), text, at_ns)
+            return True
+
+    def find_pod(self, ns: str, name: str) -> Obj | None:
+        with self._lock:
+            return self._find((_PODS, ns, name))
+
+    @property
+    def resource_version(self) -> int:
+        return self._rv
 
     # ---- direct access for tests -----------------------------------------------------------
 
