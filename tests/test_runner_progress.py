@@ -305,6 +305,30 @@ def test_the_final_update_does_not_wait_for_the_interval(tmp_path: Path) -> None
     assert first.done < 5 and (final.done, final.total) == (5, 5)
 
 
+def test_a_bar_drawn_just_before_the_child_falls_quiet_is_read_without_waiting_for_more(tmp_path: Path) -> None:
+    """Redraws close together are read together; the newest must not wait for the next redraw,
+    which for a slow item may be minutes away."""
+    script = textwrap.dedent(
+        """
+        import time
+        from tqdm import tqdm
+        bar = tqdm(total=3, desc="Model Responding", mininterval=0, miniters=1)
+        bar.update(1); bar.update(1)
+        time.sleep(1.5)
+        bar.update(1); bar.close()
+        """
+    )
+    calls = Calls()
+    started = time.monotonic()
+    ProcessGroupRunner(output=io.BytesIO(), on_progress=calls, progress_interval=0.2).run(
+        [sys.executable, "-c", script], dict(os.environ)
+    )
+    ended = time.monotonic()
+    assert [p.done for _, p in calls.got][-2:] == [2, 3]
+    two_at = next(at for at, p in calls.got if p.done == 2)
+    assert ended - two_at > 1.0 and two_at - started < 5
+
+
 def test_a_raising_callback_is_logged_once_and_the_run_goes_on(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -322,9 +346,10 @@ def test_a_callback_blocked_until_the_child_is_done_does_not_hold_the_child(tmp_
 
     class Watched(io.BytesIO):
         def write(self, data: bytes) -> int:
-            if data.endswith(b"ALL WRITTEN\n"):
+            written = super().write(data)
+            if self.getbuffer()[-12:] == b"ALL WRITTEN\n":  # the child's writes may come in pieces
                 child_done.set()
-            return super().write(data)
+            return written
 
     child_done = threading.Event()
 

@@ -8,9 +8,10 @@ the group is killed anyway, so no stray worker outlives the runner holding a GPU
 
 Output is forwarded byte for byte to our stdout (stderr merged, so order is kept) for `kubectl
 logs`, and the last TAIL_BYTES are kept for the termination message. Given `on_progress`, the
-pump also reads lmms-eval's progress bars from the output (`progress.ProgressParser`) and hands
-the newest state to a publisher thread (`progress.ProgressPublisher`), so the callback, however
-slow, never holds up the pump (a stalled pump would fill the pipe and stall the child).
+pump also reads lmms-eval's progress bars from the output (`progress.ProgressParser`, at most every
+PROGRESS_READ_SECONDS) and hands the newest state to a publisher thread (`progress.ProgressPublisher`),
+so the callback, however slow, never holds up the pump (a stalled pump would fill the pipe and
+stall the child).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -32,6 +34,11 @@ from evalkube.runner.progress import PUBLISH_INTERVAL_SECONDS, Progress, Progres
 #: Seconds the group gets to exit after SIGTERM; well inside Kubernetes' default 30 s grace.
 GRACE_SECONDS = 10.0
 TAIL_BYTES = 64 * 1024
+READ_BYTES = 64 * 1024
+#: Seconds between two reads of progress from the output. Output arriving sooner waits (at most
+#: READ_BYTES of it) to be read with the next, or at once when the child falls quiet: a child that
+#: redraws a bar per item then costs one parse per interval, not one per redraw.
+PROGRESS_READ_SECONDS = 0.1
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 #: Seconds the runner waits, once the child is gone, for the final progress update to be published.
 FINAL_PUBLISH_TIMEOUT = 10.0
@@ -149,22 +156,43 @@ class ProcessGroupRunner:
 
     def _pump(self, stream: BinaryIO) -> None:
         fd = stream.fileno()
-        while chunk := os.read(fd, 65536):
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        unread = bytearray()  # output not yet read for progress
+        read_at = 0.0  # monotonic time from which progress may be read again
+        while True:
+            if unread:  # read it once the interval is over, or at once if the child goes quiet first
+                wait = read_at - time.monotonic()
+                if wait <= 0 or not poller.poll(wait * 1000):
+                    read_at = self._read_progress(unread)
+                    continue
+            chunk = os.read(fd, READ_BYTES)
+            if not chunk:
+                break
             self.output.write(chunk)
             self.output.flush()
             self._tail += chunk
             del self._tail[:-TAIL_BYTES]
             if self._parser is not None:
-                self._read_progress(chunk)
+                unread += chunk
+                if len(unread) >= READ_BYTES or time.monotonic() >= read_at:
+                    read_at = self._read_progress(unread)
+        if unread:
+            self._read_progress(unread)
         stream.close()
 
-    def _read_progress(self, chunk: bytes) -> None:
-        assert self._parser is not None and self._publisher is not None
+    def _read_progress(self, unread: bytearray) -> float:
+        """Read progress from `unread` (emptied); returns when progress may be read next."""
+        data = bytes(unread)
+        unread.clear()
+        if self._parser is None or self._publisher is None:
+            return 0.0
         try:
-            progress = self._parser.feed(chunk)
+            progress = self._parser.feed(data)
         except Exception:  # the parser is built not to raise; if it ever does, the pump must go on
             log.exception("reading progress failed; progress is no longer read for this run")
             self._parser = None
-            return
+            return 0.0
         if progress is not None:
             self._publisher.offer(progress)
+        return time.monotonic() + PROGRESS_READ_SECONDS
