@@ -33,6 +33,6 @@ images:
 tools:
 	$(PYTHON) tests/tools.py >/dev/null
 
-## crds: copy the EvalJob CRD (crds/evaljob.yaml, the source) into the chart
+## crds: generate the EvalJob CRD from the protocol into crds/ and the chart (python -m evalkube.crdgen)
 crds:
-	cp crds/evaljob.yaml charts/evalkube/crds/evaljob.yaml
+	$(PYTHON) -m evalkube.crdgen

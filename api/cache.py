@@ -27,7 +27,7 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
-from evalkube.api.errors import kube_message
+from evalkube.kube import api_message
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ class WatchCache:
                     log.info("%s: watch expired (410 Gone); listing again", self._what)
                     resource_version = None
                     continue
-                backoff = self._failed(f"{exc.status} {exc.reason}: {kube_message(exc)}", backoff)
+                backoff = self._failed(f"{exc.status} {exc.reason}: {api_message(exc)}", backoff)
             except Exception as exc:  # connection refused, reset, timeout, bad JSON: all retried
                 backoff = self._failed(f"{type(exc).__name__}: {exc}", backoff)
 

@@ -12,7 +12,8 @@ from typing import Any
 
 import yaml
 from kubernetes.client import CoreV1Api
-from kubernetes.client.exceptions import ApiException
+
+from evalkube.kube import or_none
 
 _YAML_SUFFIXES = (".yaml", ".yml")
 
@@ -26,13 +27,8 @@ _TaskYamlLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
 
 def read_defined_names(core: CoreV1Api, namespace: str, configmap: str, timeout: float) -> set[str] | None:
     """The names the ConfigMap `configmap` defines; None when it does not exist."""
-    try:
-        found = core.read_namespaced_config_map(configmap, namespace, _request_timeout=timeout)
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
-    return defined_names(found.data or {})
+    found = or_none(core.read_namespaced_config_map, configmap, namespace, _request_timeout=timeout)
+    return None if found is None else defined_names(found.data or {})
 
 
 def defined_names(data: Mapping[str, str]) -> set[str]:

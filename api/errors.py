@@ -8,31 +8,24 @@ the client did nothing wrong, and an unreachable or overloaded apiserver is a te
 
 from __future__ import annotations
 
-import json
 import logging
 
 import urllib3
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from kubernetes.client.exceptions import ApiException
+
+from evalkube import mapping
+from evalkube.kube import api_message
 
 log = logging.getLogger(__name__)
 
 
-def kube_message(exc: ApiException) -> str:
-    """The apiserver's own explanation (the Status object's message), else the HTTP reason."""
-    try:
-        message = json.loads(exc.body or "")["message"]
-        if isinstance(message, str) and message:
-            return message
-    except (ValueError, KeyError, TypeError):
-        pass
-    return str(exc.reason or "no reason given")
-
-
 def _api_exception(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiException)
-    message = kube_message(exc)
+    message = api_message(exc)
     status = exc.status or 0
     if status == 422:
         code, detail = 422, f"Kubernetes rejected the EvalJob: {message}"
@@ -54,7 +47,22 @@ def _unreachable(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=503, content={"detail": detail})
 
 
+async def _invalid(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422, each of our rules' messages led by the field it is about (`tasks[1]: must
+    not ...`), so the reason reads whole wherever it is shown (our client, logs, a curl user)."""
+    assert isinstance(exc, RequestValidationError)
+    errors = []
+    for error in exc.errors():
+        path = mapping.field_path(tuple(part for part in error.get("loc", ()) if part != "body"))
+        message = str(error.get("msg", ""))
+        if error.get("type") == "value_error" and path and not message.startswith(f"{path}:"):
+            message = f"Value error, {path}: {mapping.reason(error)}"
+        errors.append({**error, "msg": message})
+    return JSONResponse(status_code=422, content={"detail": jsonable_encoder(errors)})
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers on `app`."""
+    app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(ApiException, _api_exception)
     app.add_exception_handler(urllib3.exceptions.HTTPError, _unreachable)

@@ -11,10 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from kubernetes.client import CustomObjectsApi
-from kubernetes.client.exceptions import ApiException
 
 from evalkube import mapping, resource
 from evalkube.api.cache import WatchCache
+from evalkube.kube import or_none
 from evalkube.protocol import EvaluateRequest
 
 
@@ -36,14 +36,12 @@ class EvalJobs:
         evaljob = self._cache.get(name)
         if evaljob is not None:
             return evaljob
-        try:
-            evaljob = self._custom.get_namespaced_custom_object(
-                resource.GROUP, resource.VERSION, self._namespace, resource.PLURAL, name, _request_timeout=self._timeout
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
+        evaljob = or_none(
+            self._custom.get_namespaced_custom_object,
+            resource.GROUP, resource.VERSION, self._namespace, resource.PLURAL, name, _request_timeout=self._timeout,
+        )  # fmt: skip
+        if evaljob is None:
+            return None
         self._cache.remember(evaljob)
         return evaljob
 
@@ -62,19 +60,10 @@ class EvalJobs:
 
     def request_cancel(self, name: str) -> bool:
         """Ask the operator to cancel (it deletes the Job, sets phase Cancelled); False: no such EvalJob."""
-        try:
-            self._custom.patch_namespaced_custom_object(
-                resource.GROUP,
-                resource.VERSION,
-                self._namespace,
-                resource.PLURAL,
-                name,
-                {"spec": {"cancelRequested": True}},
-                _content_type="application/merge-patch+json",
-                _request_timeout=self._timeout,
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return False
-            raise
-        return True
+        patched = or_none(
+            self._custom.patch_namespaced_custom_object,
+            resource.GROUP, resource.VERSION, self._namespace, resource.PLURAL, name,
+            {"spec": {"cancelRequested": True}},
+            _content_type="application/merge-patch+json", _request_timeout=self._timeout,
+        )  # fmt: skip
+        return patched is not None

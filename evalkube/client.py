@@ -61,8 +61,14 @@ def _describe(detail: Any) -> str:
     if isinstance(detail, list) and all(isinstance(item, dict) and "msg" in item for item in detail):
         parts = []
         for item in detail:
-            where = ".".join(str(part) for part in item.get("loc", ()) if part != "body")
-            parts.append(f"{where}: {item['msg']}" if where else str(item["msg"]))
+            where = ""
+            for part in item.get("loc", ()):
+                if isinstance(part, int):
+                    where += f"[{part}]"
+                elif part not in ("body", "[key]"):
+                    where = f"{where}.{part}" if where else str(part)
+            message = str(item["msg"])
+            parts.append(f"{where}: {message}" if where and where not in message else message)
         return "; ".join(parts)
     return str(detail)
 

@@ -6,9 +6,15 @@ kubectl would, so running a component on a laptop against a kind cluster needs n
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import kubernetes
+from kubernetes.client.exceptions import ApiException
+
+T = TypeVar("T")
 
 
 def api_client(kubeconfig: str | None = None, *, pool_size: int | None = None) -> kubernetes.client.ApiClient:
@@ -25,3 +31,24 @@ def api_client(kubeconfig: str | None = None, *, pool_size: int | None = None) -
     if pool_size is not None:
         configuration.connection_pool_maxsize = pool_size
     return kubernetes.client.ApiClient(configuration)
+
+
+def or_none(call: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
+    """The call's result, or None when the apiserver answers 404: a missing object is an answer."""
+    try:
+        return call(*args, **kwargs)
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+
+
+def api_message(error: ApiException) -> str:
+    """The apiserver's own explanation (its Status object's message), else the HTTP status and reason."""
+    try:
+        message = json.loads(error.body or "")["message"]
+        if isinstance(message, str) and message:
+            return message
+    except (ValueError, KeyError, TypeError):
+        pass
+    return f"{error.status} {error.reason or 'no reason given'}"

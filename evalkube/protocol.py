@@ -9,9 +9,9 @@ never changes or removes one.
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from evalkube import validation
 
@@ -26,88 +26,168 @@ class JobStatus(str, Enum):  # noqa: UP042 - str() and format() must give the va
     CANCELLED = "cancelled"
 
 
+#: json_schema_extra key naming a field's EvalJob spec name where it is not simply the camelCase
+#: of its REST name (lmms-engine's `lmms_engine_kwargs` is the EvalJob's `spec.merge`).
+SPEC_NAME = "x-evalkube-spec-name"
+
+
+def _checked(check: Any) -> Any:
+    """An AfterValidator running an `evalkube.validation` check; pydantic names the field itself."""
+
+    def run(value: Any) -> Any:
+        if value is None:
+            return None
+        try:
+            return check("value", value)
+        except validation.UnsafeValue as error:
+            raise ValueError(error.reason) from None
+
+    return AfterValidator(run)
+
+
+Token = Annotated[
+    str,
+    _checked(validation.check_token),
+    Field(min_length=1, max_length=253, json_schema_extra={"pattern": validation.SAFE_TOKEN_PATTERN}),
+]
+
+
+#: A model_args value: a scalar whose text can't break out of `k=v,k=v`.
+ArgValue = Annotated[Any, _checked(validation.check_arg_value)]
+
+
 class CustomTasks(BaseModel):
     """Task definitions brought with the job (lmms-eval task YAML and small data files)."""
 
     model_config = ConfigDict(extra="forbid")
 
     config_map: str = Field(
-        ..., min_length=1, max_length=253, description="ConfigMap (same namespace) holding task YAML and data files"
+        ...,
+        min_length=1,
+        max_length=253,
+        description="Name of a ConfigMap in the same namespace; it is mounted and passed as --include_path",
     )
 
 
-class EvaluateRequest(BaseModel):
-    """Request model for the evaluation endpoint (lmms-eval's fields first, evalkube's after)."""
+class ResourceRequirements(BaseModel):
+    """The evaluator container's requests and limits (quantities); GPUs come from num_gpus."""
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(..., description="Model backend name (e.g. huggingface, vllm, qwen2_5_vl)")
-    tasks: list[str] = Field(..., min_length=1, description="List of task names to evaluate")
-    model_args: dict[str, Any] | None = Field(default=None, description="Model arguments")
+    requests: dict[str, int | str] | None = None
+    limits: dict[str, int | str] | None = None
+
+
+class EvaluateRequest(BaseModel):
+    """Request model for the evaluation endpoint (lmms-eval's fields first, evalkube's after).
+
+    The one definition of every EvalJob spec field: the CRD schema is generated from it
+    (`evalkube.crdgen`), the spec names are its field names in camelCase (`evalkube.mapping`), and
+    the runner parses the spec with it, so the API, kubectl and the pod judge a request alike.
+    """
+
+    # Strict: a boolean is not a number nor a number a string, as in the CRD's schema, so the API
+    # never accepts what kubectl would be refused (or the other way round).
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    model: Token = Field(..., description="lmms-eval model backend name (e.g. huggingface, vllm, qwen2_5_vl)")
+    tasks: list[Token] = Field(..., min_length=1, max_length=256, description="lmms-eval task (or group) names")
+    model_args: dict[Token, ArgValue] | None = Field(
+        default=None,
+        description="Model arguments (lmms-eval --model_args), e.g. {pretrained: /models/ckpt}",
+        json_schema_extra={
+            "additionalProperties": {"x-kubernetes-preserve-unknown-fields": True},
+            "x-kubernetes-validations": list(validation.MODEL_ARGS_CEL_RULES),
+        },
+    )
     num_fewshot: int | None = Field(default=None, ge=0, description="Number of few-shot examples")
-    batch_size: int | str | None = Field(default=None, description="Batch size (an integer, or e.g. 'auto')")
-    device: str | None = Field(default=None, description="Device to run on")
-    limit: int | float | None = Field(default=None, gt=0, description="Limit number of examples")
-    gen_kwargs: str | None = Field(default=None, description="Generation kwargs, 'k=v,k=v'")
+    batch_size: Annotated[int | str | None, _checked(validation.check_batch_size)] = Field(
+        default=None,
+        description='Batch size: an integer, or a string such as "auto" or "auto:4"',
+        json_schema_extra={"minimum": 1, "pattern": validation.SAFE_TOKEN_PATTERN},
+    )
+    device: Token | None = Field(default=None, description="Device to run on (e.g. cuda:0)")
+    limit: int | float | None = Field(
+        default=None, gt=0, description="Evaluate at most this many examples per task (a fraction if < 1)"
+    )
+    gen_kwargs: Annotated[str | None, _checked(validation.check_gen_kwargs)] = Field(
+        default=None,
+        description='Generation kwargs, "k=v,k=v"',
+        json_schema_extra={"pattern": validation.GEN_KWARGS_PATTERN},
+    )
     log_samples: bool = Field(default=True, description="Whether to log samples")
     predict_only: bool = Field(default=False, description="Only generate predictions")
-    num_gpus: int = Field(default=1, ge=0, le=64, description="Number of GPUs to use (0 = CPU only)")
-    output_dir: str | None = Field(
-        default=None, description="Sub-directory of the artifacts volume for per-sample logs"
+    num_gpus: int = Field(default=1, ge=0, le=64, description="GPUs for the evaluator pod; 0 runs CPU-only")
+    output_dir: Annotated[str | None, _checked(validation.check_relative_path)] = Field(
+        default=None,
+        max_length=1024,
+        description="Sub-directory of the artifacts volume for lmms-eval's output",
+        json_schema_extra={"pattern": validation.RELATIVE_PATH_PATTERN},
     )
 
     # evalkube additions: all optional, so upstream clients never notice them.
     priority: int = Field(default=0, ge=-1000, le=1000, description="Higher runs first among queued jobs")
-    timeout_seconds: int | None = Field(default=None, ge=1, description="Fail the job if it runs longer than this")
+    timeout_seconds: int | None = Field(
+        default=None, ge=1, description="Fail the evaluation if it runs longer than this (activeDeadlineSeconds)"
+    )
     image: str | None = Field(default=None, min_length=1, description="Evaluator image override")
-    resources: dict[str, dict[str, int | str]] | None = Field(
-        default=None, description="Container resources (requests/limits)"
+    resources: ResourceRequirements | None = Field(
+        default=None, description="Evaluator container resources; GPUs come from num_gpus"
     )
     node_selector: dict[str, str] | None = Field(default=None, description="Node selector for the evaluator pod")
     tolerations: list[dict[str, Any]] | None = Field(default=None, description="Tolerations for the evaluator pod")
-    custom_tasks: CustomTasks | None = Field(default=None, description="Custom task definitions from a ConfigMap")
-    allow_online: bool = Field(default=False, description="Allow hub downloads (only if the operator allows it too)")
+    custom_tasks: CustomTasks | None = Field(
+        default=None, description="Task definitions (lmms-eval task YAML and data files) brought with the job"
+    )
+    allow_online: bool = Field(
+        default=False, description="Allow model/dataset hub downloads (only where the operator allows it too)"
+    )
 
-    @field_validator("model")
-    @classmethod
-    def _model(cls, value: str) -> str:
-        return validation.check_token("model", value)
 
-    @field_validator("tasks")
-    @classmethod
-    def _tasks(cls, value: list[str]) -> list[str]:
-        return [validation.check_token(f"tasks[{i}]", task) for i, task in enumerate(value)]
+class EvalJobSpec(EvaluateRequest):
+    """An EvalJob's spec: the request, plus what only Kubernetes users write."""
 
-    @field_validator("model_args")
-    @classmethod
-    def _model_args(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        return None if value is None else validation.check_model_args("model_args", value)
+    cancel_requested: bool | None = Field(
+        default=None,
+        description="Set to true to cancel; the Job and its pods are deleted and the EvalJob ends Cancelled",
+    )
 
-    @field_validator("batch_size")
-    @classmethod
-    def _batch_size(cls, value: int | str | None) -> int | str | None:
-        if isinstance(value, int) and value < 1:
-            raise ValueError("must be >= 1")
-        if isinstance(value, str):
-            validation.check_token("batch_size", value)
-        return value
 
-    @field_validator("device")
-    @classmethod
-    def _device(cls, value: str | None) -> str | None:
-        return None if value is None else validation.check_token("device", value)
+class Condition(BaseModel):
+    """A Kubernetes condition; a finished EvalJob has one named after its phase (kubectl wait)."""
 
-    @field_validator("gen_kwargs")
-    @classmethod
-    def _gen_kwargs(cls, value: str | None) -> str | None:
-        return None if value is None else validation.check_gen_kwargs("gen_kwargs", value)
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str | None = None
+    message: str | None = None
+    last_transition_time: str | None = None
 
-    @field_validator("output_dir")
-    @classmethod
-    def _output_dir(cls, value: str | None) -> str | None:
-        if value is not None and (value.startswith("/") or ".." in value.split("/")):
-            raise ValueError("must be a relative path inside the artifacts volume, without '..'")
-        return value
+
+class EvalJobStatus(BaseModel):
+    """An EvalJob's status: written by the operator alone, read by the API and kubectl.
+
+    Its spec names (camelCase) and the CRD's status schema derive from these fields.
+    """
+
+    phase: Literal["Queued", "Running", "Completed", "Failed", "Cancelled"] | None = None
+    message: str | None = Field(default=None, description="What the EvalJob is doing or waiting for, in words")
+    error: str | None = Field(default=None, description="Why it failed, with the tail of the evaluator's log")
+    created_at: str | None = None
+    started_at: str | None = None
+    completed_at: str | None = None
+    job_name: str | None = None
+    observed_generation: int | None = None
+    result: dict[str, Any] | None = Field(
+        default=None, description="The lmms-eval results document (results, versions, n-shot, n-samples, config, ...)"
+    )
+    result_dropped: list[str] | None = Field(
+        default=None, description="Top-level keys of the results document left out to fit the size limit"
+    )
+    artifacts: dict[str, Any] | None = Field(default=None, description="Where lmms-eval's output files were stored")
+    conditions: list[Condition] | None = Field(
+        default=None,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
 
 
 class JobInfo(BaseModel):

@@ -13,9 +13,9 @@ from typing import Any
 
 import kubernetes
 import pytest
-from kubernetes.client.exceptions import ApiException
 
 from evalkube import resource
+from evalkube.kube import or_none
 
 pytest.register_assert_rewrite("harness")
 
@@ -108,7 +108,7 @@ class Cluster:
         return created["metadata"]["name"]
 
     def evaljob(self, name: str) -> dict[str, Any] | None:
-        return _or_none(
+        return or_none(
             self.custom.get_namespaced_custom_object,
             resource.GROUP,
             resource.VERSION,
@@ -131,10 +131,10 @@ class Cluster:
         )
 
     def job(self, name: str) -> Any | None:
-        return _or_none(self.batch.read_namespaced_job, name, self.namespace)
+        return or_none(self.batch.read_namespaced_job, name, self.namespace)
 
     def config_map(self, name: str) -> Any | None:
-        return _or_none(self.core.read_namespaced_config_map, name, self.namespace)
+        return or_none(self.core.read_namespaced_config_map, name, self.namespace)
 
     @staticmethod
     def wait(check: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
@@ -147,16 +147,6 @@ class Cluster:
             timeout,
             f"EvalJob {name} to be {phase} (now {self.status(name)})",
         )
-
-
-def _or_none(read: Callable[..., Any], *args: Any) -> Any | None:
-    """The object, or None when the apiserver says 404."""
-    try:
-        return read(*args)
-    except ApiException as error:
-        if error.status == 404:
-            return None
-        raise
 
 
 @pytest.fixture

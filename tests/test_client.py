@@ -135,7 +135,7 @@ def test_errors_carry_the_servers_detail(eval_client, kube_client, namespace) ->
     assert str(unknown.value).endswith("/jobs/eval-nope: Job eval-nope not found")
 
     with pytest.raises(
-        EvalServerError, match=r"422 Unprocessable Entity .*: tasks: Value error, tasks\[0\]: must not contain ','"
+        EvalServerError, match=r"422 Unprocessable Entity .*: Value error, tasks\[0\]: must not contain ','"
     ):
         eval_client.evaluate("huggingface", ["mme,mmmu_val"])
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from evalkube import mapping, resource
-from evalkube.protocol import EvaluateRequest, JobStatus
+from evalkube import crdgen, mapping, resource
+from evalkube.protocol import EvalJobSpec, EvaluateRequest, JobStatus
+
+from crd_schema import openapi_schema
 
 
 def full_request() -> EvaluateRequest:
@@ -34,8 +36,30 @@ def full_request() -> EvaluateRequest:
     )
 
 
-def test_every_protocol_field_has_a_spec_field() -> None:
-    assert {rest for rest, _ in mapping.SPEC_FIELDS} == set(EvaluateRequest.model_fields)
+def test_spec_names_are_the_protocol_names_in_camel_case() -> None:
+    names = mapping.spec_names(EvaluateRequest)
+    assert set(names) == set(EvaluateRequest.model_fields)
+    assert names["model_args"] == "modelArgs" and names["num_gpus"] == "numGpus" and names["model"] == "model"
+
+
+def test_every_protocol_field_is_in_the_crd() -> None:
+    spec = openapi_schema()["properties"]["spec"]["properties"]
+    assert set(spec) == set(mapping.spec_names(EvalJobSpec).values())
+    assert set(spec["customTasks"]["properties"]) == {"configMap"}
+
+
+def test_the_checked_in_crds_are_what_the_generator_writes() -> None:
+    assert crdgen.main(["--check"]) == 0, "crds/ is stale: run `make crds`"
+
+
+def test_a_stored_spec_parses_with_the_api_rules() -> None:
+    spec = mapping.request_to_spec(full_request())
+    parsed = mapping.parse_spec({**spec, "cancelRequested": True})
+    assert parsed.custom_tasks is not None and parsed.custom_tasks.config_map == "my-tasks"
+    assert parsed.cancel_requested is True
+    with pytest.raises(ValidationError) as raised:
+        mapping.parse_spec({**spec, "outputDir": "/etc"})
+    assert raised.value.errors()[0]["loc"] == ("output_dir",)
 
 
 def test_request_round_trips_through_the_evaljob_spec() -> None:

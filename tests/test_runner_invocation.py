@@ -36,15 +36,16 @@ def lmms_args(argv: list[str]) -> list[str]:
 
 def test_defaults_follow_lmms_eval_servers_request() -> None:
     parsed = parse_spec(BASE)
-    assert parsed == EvalSpec(model="huggingface", tasks=("mme",))
+    assert parsed == EvalSpec(model="huggingface", tasks=["mme"])
     assert (parsed.log_samples, parsed.predict_only, parsed.num_gpus) == (True, False, 1)
 
 
-def test_kubernetes_only_fields_are_ignored() -> None:
+def test_kubernetes_only_fields_do_not_reach_the_command_line(tmp_path: Path) -> None:
     parsed = spec(priority=5, timeoutSeconds=60, image="x", resources={"limits": {"cpu": "1"}},
                   nodeSelector={"a": "b"}, tolerations=[], customTasks={"configMap": "t"},
                   allowOnline=True, cancelRequested=False)  # fmt: skip
-    assert parsed == EvalSpec(model="huggingface", tasks=("mme",))
+    plain = EvalSpec(model="huggingface", tasks=["mme"])
+    assert build_argv(parsed, tmp_path) == build_argv(plain, tmp_path)
 
 
 HOSTILE = ["a,b", "a=b", "a\nb", "a\x00b", "--flag"]

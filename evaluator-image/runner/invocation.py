@@ -1,9 +1,8 @@
 """EvalJob spec -> the lmms-eval command line and its environment. Pure: no I/O, no clock.
 
-The spec may have been written by anything that can create an EvalJob, so every value that
-reaches lmms-eval's command line is checked again here with the rules the API and the CRD use
-(`evalkube.validation`): a ',' or '=' would smuggle another `k=v` into model_args or gen_kwargs,
-a newline breaks logs, a leading '-' reads as a flag. The command is an argv list (never a shell)
+The spec may have been written by anything that can create an EvalJob, so it is parsed again here
+with the API's own model and rules (`evalkube.mapping.parse_spec`): a ',' or '=' would smuggle
+another `k=v` into model_args or gen_kwargs, a newline breaks logs, a leading '-' reads as a flag. The command is an argv list (never a shell)
 and every option is passed as one `--name=value` element, so no value can become an option.
 """
 
@@ -11,11 +10,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
-from evalkube import validation
+from pydantic import ValidationError
+
+from evalkube import mapping
+from evalkube.protocol import EvalJobSpec
 
 #: Backends that split a model over GPUs themselves (tensor parallelism in one process).
 VLLM_BACKENDS = frozenset({"vllm", "vllm_generate"})
@@ -38,124 +39,18 @@ class InvalidSpec(ValueError):
     """The EvalJob spec can't be turned into a safe lmms-eval invocation (runner exit code 2)."""
 
 
-@dataclass(frozen=True)
-class EvalSpec:
-    """The lmms-eval part of an EvalJob spec; Kubernetes-only fields are the operator's business."""
-
-    model: str
-    tasks: tuple[str, ...]
-    model_args: dict[str, Any] = field(default_factory=dict)
-    num_fewshot: int | None = None
-    batch_size: int | str | None = None
-    device: str | None = None
-    limit: int | float | None = None
-    gen_kwargs: str | None = None
-    log_samples: bool = True
-    predict_only: bool = False
-    num_gpus: int = 1
-    output_dir: str | None = None
-
-
-def _checked(check: Any, *args: Any) -> Any:
-    """Run an `evalkube.validation` check, reporting a failure as InvalidSpec."""
-    try:
-        return check(*args)
-    except validation.UnsafeValue as error:
-        raise InvalidSpec(str(error)) from None
-
-
-def _int(spec: Mapping[str, Any], name: str, minimum: int, default: int | None = None) -> int | None:
-    value = spec.get(name)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidSpec(f"{name}: must be an integer >= {minimum} (got {value!r})")
-    return value
-
-
-def _bool(spec: Mapping[str, Any], name: str, default: bool) -> bool:
-    value = spec.get(name, default)
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise InvalidSpec(f"{name}: must be true or false (got {value!r})")
-    return value
-
-
-def _gen_kwargs(text: Any) -> str | None:
-    if text is None:
-        return None
-    if not isinstance(text, str):
-        raise InvalidSpec(f"genKwargs: must be a string of key=value pairs (got {type(text).__name__})")
-    return _checked(validation.check_gen_kwargs, "genKwargs", text)
-
-
-def _output_dir(value: Any) -> str | None:
-    """A relative path (no '..') under the job's artifacts directory; lmms-eval also splits
-    its output path on ',' and '=' (hf_hub_log_args), so those are refused too."""
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value:
-        raise InvalidSpec(f"outputDir: must be a non-empty string (got {value!r})")
-    _checked(validation.check_arg_value, "outputDir", value)
-    path = PurePosixPath(value)
-    if path.is_absolute() or ".." in path.parts:
-        raise InvalidSpec(
-            f"outputDir: must be a relative path inside the artifacts volume, without '..' (got {value!r})"
-        )
-    return value
+#: The spec as the runner uses it: the API's own model, so both judge a spec alike.
+EvalSpec = EvalJobSpec
 
 
 def parse_spec(spec: Any) -> EvalSpec:
-    """Check an EvalJob spec (camelCase, as stored) and keep what lmms-eval needs."""
+    """Check an EvalJob spec (camelCase, as stored) with the API's rules; InvalidSpec names the field."""
     if not isinstance(spec, Mapping):
         raise InvalidSpec(f"spec: must be an object (got {type(spec).__name__})")
-    model = spec.get("model")
-    if not isinstance(model, str):
-        raise InvalidSpec(f"model: must be a string (got {model!r})")
-    _checked(validation.check_token, "model", model)
-
-    tasks = spec.get("tasks")
-    if not isinstance(tasks, list) or not tasks or not all(isinstance(task, str) for task in tasks):
-        raise InvalidSpec(f"tasks: must be a non-empty list of task names (got {tasks!r})")
-    for index, task in enumerate(tasks):
-        _checked(validation.check_token, f"tasks[{index}]", task)
-
-    model_args = spec.get("modelArgs") or {}
-    if not isinstance(model_args, Mapping):
-        raise InvalidSpec(f"modelArgs: must be an object of key: value (got {type(model_args).__name__})")
-    _checked(validation.check_model_args, "modelArgs", model_args)
-
-    batch_size = spec.get("batchSize")
-    if isinstance(batch_size, str):
-        _checked(validation.check_token, "batchSize", batch_size)
-    elif batch_size is not None:
-        batch_size = _int(spec, "batchSize", 1)
-
-    device = spec.get("device")
-    if device is not None:
-        if not isinstance(device, str):
-            raise InvalidSpec(f"device: must be a string (got {device!r})")
-        _checked(validation.check_token, "device", device)
-
-    limit = spec.get("limit")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float)) or limit <= 0):
-        raise InvalidSpec(f"limit: must be a number > 0 (a count, or a fraction below 1) (got {limit!r})")
-
-    return EvalSpec(
-        model=model,
-        tasks=tuple(tasks),
-        model_args=dict(model_args),
-        num_fewshot=_int(spec, "numFewshot", 0),
-        batch_size=batch_size,
-        device=device,
-        limit=limit,
-        gen_kwargs=_gen_kwargs(spec.get("genKwargs")),
-        log_samples=_bool(spec, "logSamples", True),
-        predict_only=_bool(spec, "predictOnly", False),
-        num_gpus=_int(spec, "numGpus", 0, default=1),
-        output_dir=_output_dir(spec.get("outputDir")),
-    )
+    try:
+        return mapping.parse_spec(spec)
+    except ValidationError as error:
+        raise InvalidSpec(mapping.describe_errors(error)) from None
 
 
 def _arg_text(value: Any) -> str:
@@ -172,7 +67,7 @@ def format_model_args(model_args: Mapping[str, Any]) -> str:
 
 def effective_model_args(spec: EvalSpec) -> dict[str, Any]:
     """model_args with the defaults num_gpus implies; anything the spec sets wins."""
-    args = dict(spec.model_args)
+    args = dict(spec.model_args or {})
     if spec.num_gpus == 0 and spec.model == "huggingface":
         args.setdefault("device_map", "cpu")  # its default "auto" sends inputs to cuda
     if spec.num_gpus > 1 and spec.model in VLLM_BACKENDS:

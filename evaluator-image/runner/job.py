@@ -98,7 +98,7 @@ def missing_model_path(spec: EvalSpec) -> str | None:
     """An absolute model path that isn't there: said plainly, before lmms-eval turns it into
     "Repo id must be in the form 'repo_name'..." (it takes any missing path for a hub id)."""
     for key in MODEL_LOCATION_ARGS:
-        value = spec.model_args.get(key)
+        value = (spec.model_args or {}).get(key)
         if isinstance(value, str) and value.startswith("/") and not Path(value).exists():
             return f"modelArgs.{key}: model path {value} does not exist in the evaluator pod (is its volume mounted?)"
     return None

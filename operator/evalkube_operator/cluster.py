@@ -14,6 +14,7 @@ import kubernetes
 from kubernetes.client.exceptions import ApiException
 
 from evalkube import resource
+from evalkube.kube import or_none
 
 
 class Cluster:
@@ -85,19 +86,6 @@ class Cluster:
         return None if found is None else dict(found.data or {})
 
 
-def api_reason(error: ApiException) -> str:
-    """The apiserver's own message (its Status object), else the HTTP reason."""
-    try:
-        return str(json.loads(error.body)["message"])
-    except (TypeError, ValueError, KeyError):
-        return f"{error.status} {error.reason}"
-
-
 async def _or_none(call: Any, *args: Any, **kwargs: Any) -> Any:
-    """The call's result, or None on 404: a deleted object is a normal outcome here."""
-    try:
-        return await asyncio.to_thread(call, *args, **kwargs)
-    except ApiException as error:
-        if error.status == 404:
-            return None
-        raise
+    """`evalkube.kube.or_none` in a worker thread: a deleted object is a normal outcome here."""
+    return await asyncio.to_thread(or_none, call, *args, **kwargs)

@@ -7,6 +7,8 @@ so kopf keeps no per-object progress annotations and a restart simply reconciles
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 import kopf
@@ -58,8 +60,34 @@ class IndexViews:
         return list(self._evaljobs.get(namespace, []))
 
 
-def _views(kwargs: dict[str, Any]) -> IndexViews:
-    return IndexViews(kwargs["evaljobs_by_namespace"], kwargs["jobs_by_evaljob"], kwargs["pods_by_evaljob"])
+@kopf.on.startup()
+async def start_resync(memo: kopf.Memo, **_: Any) -> None:
+    """The one resync task, held in the memo (so it is never garbage-collected) until cleanup."""
+    memo.views = None
+
+    async def loop() -> None:
+        while True:
+            reconciler: Reconciler | None = memo.get("reconciler")  # set by the configure startup handler
+            await asyncio.sleep(reconciler.settings.resync_seconds if reconciler else 1.0)
+            if reconciler is not None and memo.views is not None:
+                await reconciler.resync(memo.views)
+
+    memo.resync_task = asyncio.create_task(loop(), name="evalkube-resync")
+
+
+@kopf.on.cleanup()
+async def stop_resync(memo: kopf.Memo, **_: Any) -> None:
+    task = memo.get("resync_task")
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def _views(memo: kopf.Memo, kwargs: dict[str, Any]) -> IndexViews:
+    views = IndexViews(kwargs["evaljobs_by_namespace"], kwargs["jobs_by_evaljob"], kwargs["pods_by_evaljob"])
+    memo.views = views  # the indexes are live mappings: the resync reads them later
+    return views
 
 
 @kopf.on.event(resource.GROUP, resource.VERSION, resource.PLURAL)
@@ -68,16 +96,16 @@ async def evaljob_changed(type: str | None, namespace: str, name: str, memo: kop
     if type == "DELETED":
         reconciler.forget(namespace, name)
         return
-    await reconciler.reconcile(namespace, name, _views(kwargs))
+    await reconciler.reconcile(namespace, name, _views(memo, kwargs))
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=CHILD_SELECTOR)
 async def job_changed(type: str | None, namespace: str, labels: kopf.Labels, memo: kopf.Memo, **kwargs: Any) -> None:
     if owner := labels.get(resource.LABEL_EVALJOB):
-        await memo.reconciler.reconcile(namespace, owner, _views(kwargs), job_deleted=type == "DELETED")
+        await memo.reconciler.reconcile(namespace, owner, _views(memo, kwargs), job_deleted=type == "DELETED")
 
 
 @kopf.on.event("", "v1", "pods", labels=CHILD_SELECTOR)
 async def pod_changed(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **kwargs: Any) -> None:
     if owner := labels.get(resource.LABEL_EVALJOB):
-        await memo.reconciler.reconcile(namespace, owner, _views(kwargs))
+        await memo.reconciler.reconcile(namespace, owner, _views(memo, kwargs))

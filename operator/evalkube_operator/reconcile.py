@@ -17,14 +17,16 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from kubernetes.client.exceptions import ApiException
+from pydantic import ValidationError
 
 from evalkube import resource
-from evalkube.mapping import now_rfc3339
-from evalkube.operator.cluster import Cluster, api_reason
+from evalkube.kube import api_message
+from evalkube.mapping import describe_errors, now_rfc3339, parse_spec
+from evalkube.operator.cluster import Cluster
 from evalkube.operator.jobspec import build_job
 from evalkube.operator.observe import Observation, lacks_exit_details, observe
 from evalkube.operator.settings import OperatorSettings
-from evalkube.ordering import run_order_key
+from evalkube.ordering import Queue, stored_state
 from evalkube.resource import Phase
 from evalkube.results import ResultsTooLarge, fit
 
@@ -33,6 +35,11 @@ log = logging.getLogger("evalkube.operator")
 #: status.result stays below this many bytes of JSON: the EvalJob must stay a small object for
 #: etcd and for every watch cache (the full document is still in the results ConfigMap).
 STATUS_RESULT_BUDGET = 256 * 1024
+
+
+def failure(error: str) -> dict[str, Any]:
+    """The status fields every failure writes."""
+    return {"phase": Phase.FAILED, "message": "evaluation failed", "error": error}
 
 
 class Views(Protocol):
@@ -46,42 +53,53 @@ class Views(Protocol):
 
 
 @dataclass
+class _Memory:
+    """What this process keeps of one EvalJob: a lock (one reconcile at a time) and its own last
+    write, which the watches may not show yet."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    written: tuple[str | None, bool] | None = None
+
+
+@dataclass
 class Reconciler:
-    """Reconciles EvalJobs; one per operator process."""
+    """Reconciles EvalJobs; one per operator process.
+
+    Failures are not retried by a timer per EvalJob: a failed reconcile marks its EvalJob, and
+    `resync` (run every `settings.resync_seconds` by the operator's one resync task) reconciles the
+    marked ones again. Only failures are resynced, not every EvalJob: a replica standing by under
+    kopf peering handles no events, so it has none, and never acts on its paused, stale watches.
+    """
 
     cluster: Cluster
     settings: OperatorSettings
-    _locks: defaultdict[tuple[str, str], asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
+    _memory: dict[tuple[str, str], _Memory] = field(default_factory=dict)
     _namespace_locks: defaultdict[str, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
-    #: This process's own latest writes (phase, holds a Job), which the watches may not show yet.
-    _written: dict[tuple[str, str], tuple[str, bool]] = field(default_factory=dict)
-    _backoff: dict[tuple[str, str], float] = field(default_factory=dict)
-    _retries: dict[tuple[str, str], asyncio.TimerHandle] = field(default_factory=dict)
+    #: EvalJobs whose last reconcile failed, with the job_deleted flag of that attempt.
+    _failed: dict[tuple[str, str], bool] = field(default_factory=dict)
 
-    async def reconcile(self, namespace: str, name: str, views: Views, job_deleted: bool = False) -> None:
-        """Bring one EvalJob up to date; on an unexpected error, try again later.
-
-        kopf never retries event handlers, and an EvalJob must not stall because the apiserver
-        hiccuped once: a failed attempt schedules one retry with exponential backoff.
-        """
+    async def reconcile(self, namespace: str, name: str, views: Views, job_deleted: bool = False) -> bool:
+        """Bring one EvalJob up to date; False if it failed (logged; the next resync retries it)."""
         try:
             await self._reconcile_locked(namespace, name, views, job_deleted)
         except Exception:
-            delay = self._backoff[(namespace, name)] = min(2 * self._backoff.get((namespace, name), 0.5), 60.0)
-            log.exception("reconciling EvalJob %s/%s failed; retrying in %.0fs", namespace, name, delay)
-            if (namespace, name) not in self._retries:
-                self._retries[(namespace, name)] = asyncio.get_running_loop().call_later(
-                    delay, lambda: asyncio.ensure_future(self._retry(namespace, name, views, job_deleted))
-                )
-        else:
-            self._backoff.pop((namespace, name), None)
+            log.exception(
+                "reconciling EvalJob %s/%s failed; retrying within %ss", namespace, name, self.settings.resync_seconds
+            )
+            self._failed[(namespace, name)] = self._failed.get((namespace, name), False) or job_deleted
+            return False
+        self._failed.pop((namespace, name), None)
+        return True
 
-    async def _retry(self, namespace: str, name: str, views: Views, job_deleted: bool) -> None:
-        self._retries.pop((namespace, name), None)
-        await self.reconcile(namespace, name, views, job_deleted)
+    async def resync(self, views: Views) -> int:
+        """Reconcile again every EvalJob whose last reconcile failed; returns how many still fail."""
+        for (namespace, name), job_deleted in list(self._failed.items()):
+            await self.reconcile(namespace, name, views, job_deleted)
+        return len(self._failed)
 
     async def _reconcile_locked(self, namespace: str, name: str, views: Views, job_deleted: bool) -> None:
-        async with self._locks[(namespace, name)]:
+        memory = self._memory.setdefault((namespace, name), _Memory())
+        async with memory.lock:
             # A fresh read, not the event's body: the watch may lag this process's own writes, and
             # one GET per event is cheap next to acting twice on a stale status.
             evaljob = await self.cluster.get_evaljob(namespace, name)
@@ -94,11 +112,8 @@ class Reconciler:
 
     def forget(self, namespace: str, name: str) -> None:
         """The EvalJob is gone: drop what this process remembered of it."""
-        self._locks.pop((namespace, name), None)
-        self._written.pop((namespace, name), None)
-        self._backoff.pop((namespace, name), None)
-        if retry := self._retries.pop((namespace, name), None):
-            retry.cancel()
+        self._memory.pop((namespace, name), None)
+        self._failed.pop((namespace, name), None)
 
     async def _reconcile(self, evaljob: dict[str, Any], views: Views, job_deleted: bool) -> bool:
         """Returns True when this call moved the EvalJob into a finished phase."""
@@ -123,17 +138,10 @@ class Reconciler:
         if job is None:
             # The Job is gone if its deletion was seen, or if this process did not create it: kopf
             # fills its indexes before handling, so after a restart a missing Job is really missing.
-            seen_here = self._written.get((namespace, name), (None, False))[1]
+            written = self._memory.get((namespace, name), _Memory()).written
+            seen_here = bool(written and written[1])
             if status.get("jobName") and (job_deleted or not seen_here):
-                return await self._write(
-                    evaljob,
-                    {
-                        "phase": Phase.FAILED,
-                        "message": "evaluation failed",
-                        "error": f"the Job {name} was deleted before the evaluation finished",
-                        "completedAt": now_rfc3339(),
-                    },
-                )
+                return await self._fail(evaljob, f"the Job {name} was deleted before the evaluation finished")
             if not status.get("jobName"):
                 return await self._admit(evaljob, views)
             return False  # created; its first event is on the way
@@ -150,20 +158,20 @@ class Reconciler:
         created = (evaljob.get("status") or {}).get("createdAt") or meta.get("creationTimestamp")
 
         tasks_config_map = (spec.get("customTasks") or {}).get("configMap")
+        try:
+            parse_spec(spec)
+        except ValidationError as error:  # a spec kubectl let through that the runner would refuse
+            return await self._fail(evaljob, f"invalid spec: {describe_errors(error)}", createdAt=created)
         if tasks_config_map and await self.cluster.config_map_data(namespace, tasks_config_map) is None:
-            return await self._write(
+            return await self._fail(
                 evaljob,
-                {
-                    "phase": Phase.FAILED,
-                    "message": "evaluation failed",
-                    "error": f"spec.customTasks.configMap: ConfigMap {tasks_config_map!r} not found in namespace {namespace!r}",
-                    "createdAt": created,
-                    "completedAt": now_rfc3339(),
-                },
+                f"spec.customTasks.configMap: ConfigMap {tasks_config_map!r} not found in namespace {namespace!r}",
+                createdAt=created,
             )
 
         async with self._namespace_locks[namespace]:
-            waiting_ahead, running = self._queue_position(evaljob, views.evaljobs(namespace))
+            queue = Queue.of(views.evaljobs(namespace), self._state)
+            waiting_ahead, running = queue.waiting_ahead(evaljob), queue.holding_jobs()
             limit = self.settings.max_running
             if limit and running + waiting_ahead >= limit:
                 return await self._write(
@@ -180,15 +188,8 @@ class Reconciler:
             except ApiException as error:
                 if error.status not in (400, 403, 422):
                     raise  # transient: retried
-                return await self._write(
-                    evaljob,
-                    {
-                        "phase": Phase.FAILED,
-                        "message": "evaluation failed",
-                        "error": f"the Job could not be created: {api_reason(error)}",
-                        "createdAt": created,
-                        "completedAt": now_rfc3339(),
-                    },
+                return await self._fail(
+                    evaljob, f"the Job could not be created: {api_message(error)}", createdAt=created
                 )
             return await self._write(
                 evaljob,
@@ -197,32 +198,13 @@ class Reconciler:
                     "createdAt": created,
                     "jobName": name,
                     "message": "Job created; waiting for the evaluator pod",
-                    "observedGeneration": meta.get("generation"),
                 },
             )
 
     def _state(self, evaljob: dict[str, Any]) -> tuple[str | None, bool]:
         """(phase, holds a Job): this process's own last write wins over a lagging watch."""
-        meta, status = evaljob["metadata"], evaljob.get("status") or {}
-        seen = (status.get("phase"), bool(status.get("jobName")))
-        return self._written.get((meta["namespace"], meta["name"]), seen)
-
-    def _queue_position(self, evaljob: dict[str, Any], siblings: Iterable[dict[str, Any]]) -> tuple[int, int]:
-        """(waiting EvalJobs ahead of this one, EvalJobs holding a Job).
-
-        Conservative under lag: an EvalJob the watch still shows waiting counts as ahead.
-        """
-        key = run_order_key(evaljob)
-        ahead = running = 0
-        for other in siblings:
-            phase, has_job = self._state(other)
-            if other["metadata"]["name"] == evaljob["metadata"]["name"] or phase in Phase.FINISHED:
-                continue
-            if has_job:
-                running += 1
-            elif not (other.get("spec") or {}).get("cancelRequested") and run_order_key(other) < key:
-                ahead += 1
-        return ahead, running
+        memory = self._memory.get((evaljob["metadata"]["namespace"], evaljob["metadata"]["name"]))
+        return memory.written if memory and memory.written else stored_state(evaljob)
 
     async def _mirror(self, evaljob: dict[str, Any], seen: Observation) -> bool:
         """Copy what the Job and pod show into status; collect results once the Job succeeded."""
@@ -248,21 +230,15 @@ class Reconciler:
         config_map = resource.result_configmap_name(name)
         data = await self.cluster.config_map_data(namespace, config_map)
         if data is None or resource.RESULTS_KEY not in data:
-            return {
-                "phase": Phase.FAILED,
-                "message": "evaluation failed",
-                "error": f"the evaluator finished but wrote no results (ConfigMap {config_map} with key {resource.RESULTS_KEY} is missing)",
-            }
+            return failure(
+                f"the evaluator finished but wrote no results (ConfigMap {config_map} with key {resource.RESULTS_KEY} is missing)"
+            )
         try:
             document = json.loads(data[resource.RESULTS_KEY])
             extra = json.loads(data.get(resource.RESULTS_META_KEY) or "{}")
             result, dropped = fit(document, STATUS_RESULT_BUDGET)
         except (ValueError, ResultsTooLarge) as error:
-            return {
-                "phase": Phase.FAILED,
-                "message": "evaluation failed",
-                "error": f"the results in ConfigMap {config_map} are unusable: {error}",
-            }
+            return failure(f"the results in ConfigMap {config_map} are unusable: {error}")
         update: dict[str, Any] = {"phase": Phase.COMPLETED, "message": "evaluation completed", "result": result}
         all_dropped = [*extra.get("dropped", []), *dropped]
         if all_dropped:
@@ -271,9 +247,17 @@ class Reconciler:
             update["artifacts"] = extra["artifacts"]
         return update
 
+    async def _fail(self, evaljob: dict[str, Any], error: str, **extra: Any) -> bool:
+        """The one way an EvalJob fails: phase Failed, the reason in `error`, the time it ended."""
+        return await self._write(evaljob, {**failure(error), "completedAt": now_rfc3339(), **extra})
+
     async def _write(self, evaljob: dict[str, Any], update: dict[str, Any]) -> bool:
-        """Merge-patch only what changed; True when this moved the EvalJob into a finished phase."""
+        """Merge-patch only what changed; True when this moved the EvalJob into a finished phase.
+
+        observedGeneration rides along with any change: the status then says which spec it reflects.
+        """
         current = evaljob.get("status") or {}
+        update = {**update, "observedGeneration": evaljob["metadata"].get("generation")}
         changes = {key: value for key, value in update.items() if value is not None and current.get(key) != value}
         if not changes:
             return False
@@ -292,10 +276,7 @@ class Reconciler:
         patched = await self.cluster.patch_evaljob_status(meta["namespace"], meta["name"], changes)
         if patched is not None:
             evaljob["status"] = patched.get("status") or {}
-            self._written[(meta["namespace"], meta["name"])] = (
-                evaljob["status"].get("phase"),
-                bool(evaljob["status"].get("jobName")),
-            )
+            self._memory.setdefault((meta["namespace"], meta["name"]), _Memory()).written = stored_state(evaljob)
             error = (changes.get("error") or "").split("\n", 1)[0]
             log.info(
                 "EvalJob %s/%s: %s %s%s",
@@ -311,8 +292,7 @@ class Reconciler:
         """A slot came free and one more EvalJob is finished: admit the next, prune the oldest."""
         siblings = views.evaljobs(namespace)
         if self.settings.max_running:
-            waiting = [ej for ej in siblings if not self._state(ej)[1] and self._state(ej)[0] not in Phase.FINISHED]
-            for evaljob in sorted(waiting, key=run_order_key)[: self.settings.max_running]:
+            for evaljob in Queue.of(siblings, self._state).waiting()[: self.settings.max_running]:
                 await self.reconcile(namespace, evaljob["metadata"]["name"], views)
         await self.enforce_retention(namespace, siblings)
 

@@ -50,6 +50,10 @@ class OperatorSettings(BaseSettings):
     #: With peering (several replicas): seconds after which a silent replica counts as dead and a
     #: standby takes over.
     peering_lifetime_seconds: int = Field(default=60, ge=1)
+    #: Every this many seconds, the EvalJobs whose last reconcile failed (the apiserver hiccuped)
+    #: are reconciled again. 2 s: a retry comes promptly, yet an apiserver that is down sees at
+    #: most one attempt per failed EvalJob per period.
+    resync_seconds: float = Field(default=2.0, gt=0)
 
     @field_validator("namespaces", "image_pull_secrets", mode="before")
     @classmethod

@@ -29,6 +29,7 @@ import kubernetes
 from kubernetes.client.exceptions import ApiException
 
 from evalkube import resource
+from evalkube.kube import or_none
 
 SELECTOR = f"{resource.LABEL_MANAGED_BY}={resource.MANAGED_BY}"
 GRACE_SECONDS = 5.0
@@ -366,13 +367,8 @@ class FakeKubelet:
     # -- object plumbing ----------------------------------------------------------------------
 
     def _pod_gone(self, name: str) -> bool:
-        try:
-            pod = self.core.read_namespaced_pod(name, self.namespace)
-        except ApiException as error:
-            if error.status == 404:
-                return True
-            raise
-        return pod.metadata.deletion_timestamp is not None
+        pod = or_none(self.core.read_namespaced_pod, name, self.namespace)
+        return pod is None or pod.metadata.deletion_timestamp is not None
 
     def _schedule(self, name: str) -> None:
         self.core.patch_namespaced_pod(name, self.namespace, {"spec": {"nodeName": self.node}})

@@ -3,8 +3,8 @@
 Order follows the apiextensions-apiserver: unknown fields are pruned (and
 non-nullable nulls dropped), then `default`s applied, then the object is
 validated. Messages and cause reasons mirror `kubeOpenAPIResultToFieldErrors`.
-x-kubernetes-list-type map/set uniqueness is checked. Not emulated: CEL
-(x-kubernetes-validations), `format`, allOf/anyOf/oneOf/not.
+x-kubernetes-list-type map/set uniqueness is checked, and CEL rules (x-kubernetes-validations,
+see cel.py). Not emulated: `format`, allOf/anyOf/oneOf/not.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import json
 import re
 from typing import Any
 
+from . import cel
 from .errors import cause
 
 Schema = dict[str, Any]
@@ -175,6 +176,9 @@ def _validate(value: Any, s: Schema, path: str, errs: list[dict[str, str]], root
             sub = props.get(key) if key in props else extra if isinstance(extra, dict) else None
             if sub is not None:
                 _validate(item, sub, _join(path, key), errs)
+    if s.get("x-kubernetes-validations"):
+        for message in cel.failures(value, s["x-kubernetes-validations"]):
+            errs.append(cause(path, "FieldValueInvalid", message))
 
 
 def _unique_items(value: list[Any], s: Schema, path: str, errs: list[dict[str, str]]) -> None:
