@@ -17,8 +17,11 @@ Usage::
     emu = KubeEmulator().start()          # emu.url == "http://127.0.0.1:PORT"
     kubeconfig = emu.write_kubeconfig(tmp_path / "kubeconfig", token="tests")
     emu.apply_crd(crd_dict)               # served at once, Established=True
-    emu.set_pod_log("default", "pod-x", "line\\n")
-    [r for r in emu.requests if r.token == "operator"]     # RBAC-style records
+    emu.append_pod_log("default", "pod-x", "line\\n")   # what the container printed (follow wakes at once)
+    [r for r in emu.requests if r.token == "operator"]     # RBAC-style records (r.fault: injected kind)
+    emu.add_token("t", "alice", groups=["dev"]); emu.add_service_account_token("s", "ns", "runner")
+    emu.enforce_rbac = True                                # 401/403 from stored Roles and bindings
+    emu.faults.add(FaultRule("lost_response", verbs={"create"}, resource="evaljobs", rate=0.1))
     emu.stop()                            # start() again: same store (same port if one was given)
 
     python -m kubeemu --port 0 --kubeconfig PATH [--token T] [--crd FILE ...]   (from tests/)
@@ -26,7 +29,10 @@ Usage::
 Emulated: discovery (/api, /apis, group/version lists, /version); core v1
 namespaces, pods (+status, +log), configmaps, events, serviceaccounts, secrets;
 batch/v1 jobs (+status); apiextensions.k8s.io/v1 CRDs (+status); events.k8s.io/v1
-events; coordination.k8s.io/v1 leases; every served version of installed CRDs.
+events; coordination.k8s.io/v1 leases; rbac.authorization.k8s.io/v1 Roles, RoleBindings,
+ClusterRoles, ClusterRoleBindings (kubeemu.rbac evaluates them); TokenReview, SelfSubjectReview,
+SubjectAccessReview, SelfSubjectAccessReview, LocalSubjectAccessReview (kubeemu.auth); pods/log
+with follow (kubeemu.logs); fault injection (kubeemu.faults); every served version of installed CRDs.
 GET/LIST (limit/continue, label and field selectors)/WATCH (replay from a
 resourceVersion, 410 Expired, bookmarks, sendInitialEvents, timeoutSeconds)/
 CREATE (generateName, 201)/UPDATE/PATCH (merge, JSON, strategic for built-ins)/
@@ -38,7 +44,8 @@ defaults, validation); name/label/annotation validation; Status errors.
 Deliberately different from a cluster (see each module's docstring):
 controllers run synchronously inside the request that triggers them (GC,
 namespace/CRD cleanup, CRD establishment); there is no kubelet, scheduler or Job
-controller (tests play them); no authn/authz (tokens are only recorded);
+controller (tests play them); authn/authz only when enforce_rbac is on (off by default: tokens are only recorded; on: static
+tokens, no anonymous access, RBAC without aggregation or escalation checks);
 server-side apply answers 415; no managedFields; built-in types are not pruned
 or fully validated; pods are deleted at once (no grace period); resourceVersion
 on GET/LIST is ignored (always the latest); later LIST pages see live data, not
@@ -46,6 +53,7 @@ a snapshot; a dangling ownerReference (owner never existed) is not collected.
 """
 
 from .emulator import KubeEmulator
+from .faults import FaultRule
 from .server import RequestRecord
 
-__all__ = ["KubeEmulator", "RequestRecord"]
+__all__ = ["FaultRule", "KubeEmulator", "RequestRecord"]

@@ -21,9 +21,10 @@ def main() -> None:
     parser.add_argument("--kubeconfig", help="write a kubeconfig pointing at the emulator here")
     parser.add_argument("--token", help="bearer token to put in the kubeconfig")
     parser.add_argument("--crd", action="append", default=[], help="CRD YAML file(s) to install")
+    parser.add_argument("--enforce-rbac", action="store_true", help="authenticate and authorize every request")
     args = parser.parse_args()
 
-    emu = KubeEmulator(args.host, args.port).start()
+    emu = KubeEmulator(args.host, args.port, enforce_rbac=args.enforce_rbac).start()
     for path in args.crd:
         with open(path) as f:
             for doc in yaml.safe_load_all(f):

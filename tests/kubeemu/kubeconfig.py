@@ -1,7 +1,8 @@
 """Kubeconfig files for the emulator (plain http, optional bearer token).
 
 A distinct token per component (tests, operator, API) is how tests tell their
-requests apart in `KubeEmulator.requests`; nothing is authenticated.
+requests apart in `KubeEmulator.requests`. Authentication only happens when the emulator
+enforces RBAC; then `KubeEmulator.write_kubeconfig` tokens are superusers unless registered.
 """
 
 from __future__ import annotations
