@@ -9,6 +9,11 @@ request is authenticated (401) and authorized (403) with the apiserver's own mes
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -496,3 +501,58 @@ def test_enforcement_for_service_accounts_and_watches(
         client.CoreV1Api(operator).list_namespaced_config_map, ns, timeout_seconds=1
     )
     assert list(events) == []
+
+
+# ---- the real kopf under enforcement -----------------------------------------------------------
+
+
+def test_kopf_runs_on_exactly_the_rules_it_is_granted(
+    emu: KubeEmulator, admin: client.ApiClient, ns: str, tmp_path: Path
+) -> None:
+    """A kopf operator with a service-account token works on a namespaced Role; without the
+    configmaps grant its handler's create is refused with the apiserver's 403, and it retries."""
+    from test_kubeemu_faults import CRD, GROUP, OPERATOR, PLURAL, VERSION
+
+    emu.apply_crd(CRD)
+    rbac = client.RbacAuthorizationV1Api(admin)
+    rules = [
+        {"verbs": ["list", "watch", "patch"], "apiGroups": [GROUP], "resources": [PLURAL, f"{PLURAL}/status"]},
+        {"verbs": ["create"], "apiGroups": ["", "events.k8s.io"], "resources": ["events"]},
+    ]
+    rbac.create_namespaced_role(ns, role("operator", *rules))
+    rbac.create_namespaced_role_binding(ns, binding("operator", "Role", "operator", sa("operator")))
+    emu.add_service_account_token(f"op-{ns}", ns, "operator")
+    operator = tmp_path / "operator.py"
+    operator.write_text(OPERATOR)
+    log = (tmp_path / "kopf.log").open("w+")
+    env = {**os.environ, "KUBECONFIG": str(emu.write_kubeconfig(tmp_path / "op", token=f"op-{ns}"))}
+    emu.enforce_rbac = True
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kopf", "run", "--standalone", "--namespace", ns, "--verbose", str(operator)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    try:
+        custom = client.CustomObjectsApi(admin)
+        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "EvalJob", "metadata": {"name": "j"}, "spec": {}}
+        custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
+        denied = f'configmaps is forbidden: User \\"system:serviceaccount:{ns}:operator\\" cannot create resource'
+        wait(lambda: denied in (tmp_path / "kopf.log").read_text(), tmp_path)  # the body, JSON-quoted in kopf's log
+        rules.append({"verbs": ["create"], "apiGroups": [""], "resources": ["configmaps"]})
+        rbac.patch_namespaced_role("operator", ns, {"rules": rules})
+        wait(lambda: (emu.get_object(GROUP, PLURAL, "j", ns) or {}).get("status", {}).get("phase") == "Done", tmp_path)
+    finally:
+        emu.enforce_rbac = False
+        proc.send_signal(signal.SIGINT)
+        proc.wait(20)
+        log.close()
+    assert emu.get_object("", "configmaps", "j-results", ns) is not None
+
+
+def wait(predicate: Callable[[], bool], tmp_path: Path, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError((tmp_path / "kopf.log").read_text()[-3000:])
+        time.sleep(0.1)
