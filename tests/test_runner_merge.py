@@ -10,9 +10,12 @@ an exception and as the command's exit code and termination log.
 from __future__ import annotations
 
 import json
+import resource as resource_limits
 import shutil
+import signal
 import subprocess
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -83,9 +86,9 @@ def assert_merged(folder: Path, expected: dict[str, torch.Tensor]) -> None:
         assert torch.equal(tensor, expected[key]), key
 
 
-def merge_command(*args: str, termination_log: Path) -> subprocess.CompletedProcess[str]:
+def merge_command(*args: str, termination_log: Path, **options: Any) -> subprocess.CompletedProcess[str]:
     argv = [RUNNER, "merge", *args, "--termination-log", str(termination_log)]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120, **options)
 
 
 @pytest.mark.parametrize("checkpoint_type", ["regular", "ema"])
@@ -292,9 +295,15 @@ def _bad_type(checkpoint: Path) -> tuple[list[str], str]:
     return args, "checkpoint_type must be one of regular, ema, not 'best'"
 
 
+def _no_config(checkpoint: Path) -> tuple[list[str], str]:
+    (checkpoint / "config.json").unlink()
+    return ["--checkpoint-path", str(checkpoint)], f"checkpoint {checkpoint} has no config.json"
+
+
 def _output_under_a_file(checkpoint: Path) -> tuple[list[str], str]:
-    args = ["--checkpoint-path", str(checkpoint), "--output-path", str(checkpoint / "config.json" / "merged")]
-    return args, "merge failed: "
+    output = checkpoint / "config.json" / "merged"
+    args = ["--checkpoint-path", str(checkpoint), "--output-path", str(output)]
+    return args, f"cannot write the merged model to output_path {output}: {checkpoint / 'config.json'} is a file"
 
 
 @pytest.mark.parametrize(
@@ -310,7 +319,8 @@ def _output_under_a_file(checkpoint: Path) -> tuple[list[str], str]:
         (_corrupt_rank_file, EXIT_INVALID),
         (_a_file, EXIT_INVALID),
         (_bad_type, EXIT_INVALID),
-        (_output_under_a_file, EXIT_FAILED),
+        (_no_config, EXIT_INVALID),
+        (_output_under_a_file, EXIT_INVALID),
     ],
     ids=lambda case: case.__name__.strip("_") if callable(case) else str(case),
 )
@@ -325,6 +335,43 @@ def test_each_mistake_exits_with_its_class_and_says_what_is_wrong(
     assert log.read_text().startswith(message)
     assert f"evalkube-runner merge: {message}" in done.stderr
     assert done.stdout == ""
+
+
+def test_a_failure_of_the_environment_exits_1_with_the_error(fsdp2_checkpoint: Path, tmp_path: Path) -> None:
+    """Not the user's mistake (here: the pod may write no file over 64 KiB, as on a full disk), so a 500."""
+
+    def small_files_only() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails instead of killing
+        resource_limits.setrlimit(resource_limits.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+
+    log = tmp_path / "termination-log"
+    args = ["--checkpoint-path", str(fsdp2_checkpoint), "--output-path", str(tmp_path / "m")]
+    done = merge_command(*args, termination_log=log, preexec_fn=small_files_only)
+    assert done.returncode == EXIT_FAILED, done.stderr
+    assert log.read_text().startswith("merge failed: ")
+    assert "File too large" in log.read_text()
+    assert not (tmp_path / "m" / "model.safetensors").exists()
+
+
+def test_a_dcp_state_dict_nested_under_model_is_unwrapped(
+    tiny_model: Path, expected: dict[str, dict[str, torch.Tensor]], tmp_path: Path
+) -> None:
+    """accelerate and others save {"model": ..., "optimizer": ...}: only the model's tensors are merged."""
+    import torch.distributed.checkpoint as dcp
+    from transformers import AutoModelForCausalLM
+
+    checkpoint = tmp_path / "checkpoint-7"
+    state = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).state_dict()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "torch.distributed is disabled ... single process"
+        dcp.save(
+            {"model": state, "step": torch.tensor(7)}, checkpoint_id=checkpoint / SHARD_DIRS["regular"], no_dist=True
+        )
+    for file in tiny_model.glob("*.json*"):
+        shutil.copy2(file, checkpoint / file.name)
+    outcome = merge_checkpoint(tmp_path, tmp_path / "merged")
+    assert (outcome.checkpoint, outcome.format, outcome.world_size) == (checkpoint, "dcp", 1)
+    assert_merged(outcome.merged_path, expected["regular"])
 
 
 @pytest.mark.heavy

@@ -45,6 +45,7 @@ Disk: the merged folder is ~14 GiB beside the shards.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -108,7 +109,7 @@ class MergeOutcome:
     #: "fsdp2" (per-rank torch.save shards) or "dcp" (torch.distributed.checkpoint).
     format: str
     world_size: int
-    #: Tensors in the consolidated state dict (tied names counted once each).
+    #: Tensors in the consolidated state dict, by name (a tied pair counts twice).
     tensors: int
     seconds: float
     #: The checkpoint that was merged (a parent folder resolves to its highest checkpoint-<N>).
@@ -242,11 +243,17 @@ def _load_fsdp2(folder: Path) -> tuple[dict[str, torch.Tensor], int]:
     import torch.distributed.tensor
 
     shards: list[dict[str, Any]] = []
+    # Unpickling a DeviceMesh without process groups warns once per file about torch.compile; no
+    # mesh is used for communication here.
+    mesh_logger = logging.getLogger("torch.distributed.device_mesh")
+    level, mesh_logger.level = mesh_logger.level, logging.ERROR
     for file in files:
         try:
             state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
         except Exception as error:  # corrupt, truncated, or pickled objects other than tensors
             raise InvalidCheckpoint(f"{file} cannot be read as a torch.save state dict: {error}") from None
+        finally:
+            mesh_logger.setLevel(level)
         if not isinstance(state, Mapping):
             raise InvalidCheckpoint(f"{file} holds a {type(state).__name__}; expected a state dict")
         shards.append(dict(state))
@@ -326,8 +333,6 @@ def _save_model(state: dict[str, torch.Tensor], checkpoint: Path, folder: Path) 
     import torch
     import transformers
 
-    if not (checkpoint / "config.json").is_file():
-        raise InvalidCheckpoint(f"checkpoint {checkpoint} has no config.json (rank 0 saves it with save_pretrained)")
     try:
         config = transformers.AutoConfig.from_pretrained(checkpoint)
     except (ValueError, KeyError, OSError):
@@ -392,6 +397,18 @@ def _publish(staging: Path, output: Path) -> None:
         os.replace(staging / name, output / name)
 
 
+def _check_writable(output: Path) -> None:
+    """Refuse, before any work, an output_path the merge pod cannot create or write: under a file,
+    on a read-only volume, or without permission (the user's mistake, not the server's)."""
+    existing = output
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InvalidCheckpoint(f"cannot write the merged model to output_path {output}: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InvalidCheckpoint(f"cannot write the merged model to output_path {output}: {existing} is not writable")
+
+
 def merge_checkpoint(
     checkpoint_path: str | Path, output_path: str | Path | None = None, checkpoint_type: str = "regular"
 ) -> MergeOutcome:
@@ -401,9 +418,10 @@ def merge_checkpoint(
     given = Path(checkpoint_path)
     checkpoint = resolve_checkpoint(given, checkpoint_type)
     folder = _shard_folder(checkpoint, checkpoint_type)
+    if not (checkpoint / "config.json").is_file():
+        raise InvalidCheckpoint(f"checkpoint {checkpoint} has no config.json (rank 0 saves it with save_pretrained)")
     output = Path(output_path) if output_path is not None else given
-    if output.exists() and not output.is_dir():
-        raise InvalidCheckpoint(f"output_path {output} is a file; expected a folder to write the merged model into")
+    _check_writable(output)
 
     if (folder / DCP_METADATA).is_file():
         fmt, (state, world_size) = "dcp", _load_dcp(folder)
@@ -411,9 +429,11 @@ def merge_checkpoint(
         fmt, (state, world_size) = "fsdp2", _load_fsdp2(folder)
     if not state:
         raise InvalidCheckpoint(f"{folder} holds no tensors")
-
-    output.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".evalkube-merge-", dir=output))
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".evalkube-merge-", dir=output))
+    except OSError as error:
+        raise InvalidCheckpoint(f"cannot write the merged model to output_path {output}: {error}") from None
     try:
         _save_model(state, checkpoint, staging)
         for file in _carried_files(checkpoint):
