@@ -28,7 +28,7 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from checkpoint_fixtures import make_both_checkpoints  # noqa: E402
+from checkpoint_fixtures import make_checkpoints  # noqa: E402
 
 from evaluator_fixtures import make_tiny_model  # noqa: E402
 
@@ -95,7 +95,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
         model = sized_model(folder, args.hidden, args.layers, args.vocab) if args.hidden else make_tiny_model(folder)
-        fsdp2, dcp = make_both_checkpoints(model, folder / "checkpoints")
+        made = make_checkpoints(model, folder / "checkpoints")
+        fsdp2, dcp = made["fsdp2"], made["dcp"]
         from safetensors import safe_open
 
         with safe_open(str(model / "model.safetensors"), "pt") as weights:

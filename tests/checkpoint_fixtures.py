@@ -9,8 +9,11 @@ decoder layer, then the root), and saves what lmms-engine's `save_checkpoints` s
       pytorch_ema_model_fsdp_0/model_world_size_<W>_rank_<R>.pt  the EMA copy (different weights)
       config.json, tokenizer files                               "rank 0", as save_pretrained writes them
 
-With `dcp=True` the two shard folders hold torch.distributed.checkpoint (DCP) checkpoints instead
-(`.metadata` plus `__<rank>_0.distcp`), the layout accelerate's FSDP SHARDED_STATE_DICT writes.
+Formats (`make_checkpoints`): "fsdp2" is the above, on a 1-D mesh of all ranks; "dcp" holds
+torch.distributed.checkpoint (DCP) folders instead (`.metadata` plus `__<rank>_0.distcp`), the
+layout accelerate's FSDP SHARDED_STATE_DICT writes; "hsdp_1x2" and "hsdp_2x1" are the torch.save
+layout of a model sharded over a 2-D (replicate, shard) mesh of that shape (HSDP), whose DTensors
+carry two placements each.
 
 The EMA weights are the model's passed through `ema_transform`, elementwise, so that the expected
 merged tensors can be computed from the original model alone (`expected_state_dict`), never from the
@@ -27,6 +30,8 @@ import torch
 
 #: The shard folder of each checkpoint type, as lmms-engine names them.
 SHARD_DIRS = {"regular": "pytorch_model_fsdp_0", "ema": "pytorch_ema_model_fsdp_0"}
+#: Each format's device mesh for a 2-rank job (None: one dimension over all ranks).
+MESHES: dict[str, tuple[int, int] | None] = {"fsdp2": None, "dcp": None, "hsdp_1x2": (1, 2), "hsdp_2x1": (2, 1)}
 
 
 def ema_transform(value: torch.Tensor) -> torch.Tensor:
@@ -35,30 +40,40 @@ def ema_transform(value: torch.Tensor) -> torch.Tensor:
     return value * 0.5 + 0.125
 
 
-def _worker(rank: int, world_size: int, rendezvous: str, model_dir: str, checkpoints: dict[str, str]) -> None:
-    """One rank of the training job: shard, take the state dict of DTensors, save this rank's part
-    in each format asked for ({"fsdp2" | "dcp": checkpoint folder})."""
-    import torch.distributed as dist
-    import torch.distributed.checkpoint as dcp_api
+def _sharded_states(model_dir: str, mesh_shape: tuple[int, ...]) -> dict[str, dict[str, torch.Tensor]]:
+    """The regular and EMA state dicts (DTensors) of the model sharded over a mesh of that shape."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
     from transformers import AutoModelForCausalLM
 
+    names = ("replicate", "shard") if len(mesh_shape) == 2 else None
+    mesh = init_device_mesh("cpu", mesh_shape, mesh_dim_names=names)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    for layer in model.model.layers:
+        fully_shard(layer, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    regular = model.state_dict()
+    return {"regular": regular, "ema": {key: ema_transform(value.detach()) for key, value in regular.items()}}
+
+
+def _worker(rank: int, world_size: int, rendezvous: str, model_dir: str, checkpoints: dict[str, str]) -> None:
+    """One rank of the training job: for each format asked for ({format: checkpoint folder}),
+    shard, take the state dicts of DTensors and save this rank's part."""
+    import torch.distributed as dist
+    import torch.distributed.checkpoint as dcp
+
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world_size)
     try:
-        mesh = init_device_mesh("cpu", (world_size,))
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-        for layer in model.model.layers:
-            fully_shard(layer, mesh=mesh)
-        fully_shard(model, mesh=mesh)
-        states = {"regular": model.state_dict()}
-        states["ema"] = {key: ema_transform(value.detach()) for key, value in states["regular"].items()}
+        by_mesh: dict[tuple[int, ...], dict[str, dict[str, torch.Tensor]]] = {}
         for fmt, checkpoint in checkpoints.items():
-            for kind, state in states.items():
+            shape = MESHES[fmt] or (world_size,)
+            if shape not in by_mesh:  # the 1-D formats share one sharded model
+                by_mesh[shape] = _sharded_states(model_dir, shape)
+            for kind, state in by_mesh[shape].items():
                 folder = Path(checkpoint) / SHARD_DIRS[kind]
                 if fmt == "dcp":
-                    dcp_api.save(state, checkpoint_id=folder)
+                    dcp.save(state, checkpoint_id=folder)
                 else:
                     folder.mkdir(parents=True, exist_ok=True)
                     torch.save(state, folder / f"model_world_size_{world_size}_rank_{rank}.pt")
@@ -67,46 +82,39 @@ def _worker(rank: int, world_size: int, rendezvous: str, model_dir: str, checkpo
         dist.destroy_process_group()
 
 
-def _train_and_save(model_dir: Path, checkpoints: dict[str, Path], world_size: int, ema: bool) -> None:
-    """One real `world_size`-rank job writing each checkpoint, plus what rank 0 adds with
-    save_pretrained: the config and the tokenizer files, never the weights."""
+def make_checkpoints(
+    model_dir: Path, output_dir: Path, formats: tuple[str, ...] = ("fsdp2", "dcp"), step: int = 100,
+    world_size: int = 2, ema: bool = True,
+) -> dict[str, Path]:  # fmt: skip
+    """Checkpoint `model_dir` (a save_pretrained folder) in each format from ONE real
+    `world_size`-rank job on CPU, as `<output_dir>/<format>/checkpoint-<step>`; returns them by
+    format. The files rank 0 adds with save_pretrained (config, tokenizer; never weights) are
+    copied in. A few seconds, almost all of it the ranks' imports."""
     import torch.multiprocessing as mp
 
+    checkpoints = {fmt: output_dir / fmt / f"checkpoint-{step}" for fmt in formats}
     with tempfile.TemporaryDirectory() as scratch:
-        mp.spawn(
-            _worker,
-            args=(
-                world_size,
-                str(Path(scratch) / "rendezvous"),
-                str(model_dir),
-                {k: str(v) for k, v in checkpoints.items()},
-            ),
-            nprocs=world_size,
-        )
+        rendezvous = str(Path(scratch) / "rendezvous")
+        targets = {fmt: str(path) for fmt, path in checkpoints.items()}
+        mp.spawn(_worker, args=(world_size, rendezvous, str(model_dir), targets), nprocs=world_size)
     for checkpoint in checkpoints.values():
         if not ema:
             shutil.rmtree(checkpoint / SHARD_DIRS["ema"])
         for file in model_dir.iterdir():
             if file.is_file() and not file.name.endswith(".safetensors"):
                 shutil.copy2(file, checkpoint / file.name)
+    return checkpoints
 
 
 def make_fsdp2_checkpoint(
     model_dir: Path, output_dir: Path, step: int = 100, world_size: int = 2, ema: bool = True, dcp: bool = False
 ) -> Path:
-    """Checkpoint `model_dir` (a save_pretrained folder) from a real `world_size`-rank FSDP2 job on
-    CPU as `<output_dir>/checkpoint-<step>` (DCP shard folders with `dcp`); returns that folder."""
-    checkpoint = output_dir / f"checkpoint-{step}"
-    _train_and_save(model_dir, {"dcp" if dcp else "fsdp2": checkpoint}, world_size, ema)
+    """One checkpoint, torch.save shards (DCP folders with `dcp`), at `<output_dir>/checkpoint-<step>`."""
+    fmt = "dcp" if dcp else "fsdp2"
+    made = make_checkpoints(model_dir, output_dir, (fmt,), step, world_size, ema)[fmt]
+    checkpoint = Path(shutil.move(made, output_dir / made.name))
+    made.parent.rmdir()
     return checkpoint
-
-
-def make_both_checkpoints(model_dir: Path, output_dir: Path, step: int = 100, world_size: int = 2) -> tuple[Path, Path]:
-    """`make_fsdp2_checkpoint` in both formats from ONE job (half the time): the torch.save one at
-    `<output_dir>/fsdp2/checkpoint-<step>`, the DCP one at `<output_dir>/dcp/checkpoint-<step>`."""
-    checkpoints = {fmt: output_dir / fmt / f"checkpoint-{step}" for fmt in ("fsdp2", "dcp")}
-    _train_and_save(model_dir, checkpoints, world_size, ema=True)
-    return checkpoints["fsdp2"], checkpoints["dcp"]
 
 
 def expected_state_dict(model_dir: Path, checkpoint_type: str = "regular") -> dict[str, torch.Tensor]:

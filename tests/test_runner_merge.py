@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 import torch
-from checkpoint_fixtures import SHARD_DIRS, expected_state_dict, make_both_checkpoints
+from checkpoint_fixtures import MESHES, SHARD_DIRS, expected_state_dict, make_checkpoints
 from safetensors.torch import load_file
 from test_runner_e2e import Job, tasks_dir  # noqa: F401  (tasks_dir: the e2e module's fixture, reused)
 
@@ -45,19 +45,19 @@ TIED = "lm_head.weight"  # the tiny model ties it to model.embed_tokens.weight
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """The torch.save (FSDP2) and the DCP checkpoint of one real 2-rank job, made once (~5 s)."""
-    return make_both_checkpoints(tiny_model, tmp_path_factory.mktemp("checkpoints"))
+def checkpoints(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Every format's checkpoint, from one real 2-rank job made once (~5 s)."""
+    return make_checkpoints(tiny_model, tmp_path_factory.mktemp("checkpoints"), tuple(MESHES))
 
 
 @pytest.fixture
-def fsdp2_checkpoint(checkpoints: tuple[Path, Path]) -> Path:
-    return checkpoints[0]
+def fsdp2_checkpoint(checkpoints: dict[str, Path]) -> Path:
+    return checkpoints["fsdp2"]
 
 
 @pytest.fixture
-def dcp_checkpoint(checkpoints: tuple[Path, Path]) -> Path:
-    return checkpoints[1]
+def dcp_checkpoint(checkpoints: dict[str, Path]) -> Path:
+    return checkpoints["dcp"]
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +101,20 @@ def test_an_fsdp2_checkpoint_merges_to_the_original_weights_in_bf16(
     assert_merged(outcome.merged_path, expected[checkpoint_type])
     config = json.loads((outcome.merged_path / "config.json").read_text())
     assert config["dtype"] == "bfloat16" and config["architectures"] == ["Qwen2ForCausalLM"]
+
+
+@pytest.mark.parametrize("layout", ["hsdp_1x2", "hsdp_2x1"])
+def test_a_checkpoint_sharded_over_a_2d_mesh_merges_exactly(
+    checkpoints: dict[str, Path], expected: dict[str, dict[str, torch.Tensor]], tmp_path: Path, layout: str
+) -> None:
+    """HSDP: every DTensor has a (Replicate, Shard(0)) placement on a (replicate, shard) mesh."""
+    shard = torch.load(
+        checkpoints[layout] / SHARD_DIRS["regular"] / "model_world_size_2_rank_1.pt", weights_only=False, mmap=True
+    )["model.embed_tokens.weight"]
+    assert len(shard.placements) == 2 and tuple(shard.device_mesh.shape) == MESHES[layout]
+    outcome = merge_checkpoint(checkpoints[layout], tmp_path / "merged")
+    assert (outcome.format, outcome.world_size) == ("fsdp2", 2)
+    assert_merged(outcome.merged_path, expected["regular"])
 
 
 def test_the_ema_copy_is_not_the_regular_one(expected: dict[str, dict[str, torch.Tensor]]) -> None:
