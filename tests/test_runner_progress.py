@@ -236,6 +236,19 @@ def test_junk_never_raises_and_does_not_hide_later_bars() -> None:
     assert (last.stage, last.done, last.total) == ("Postprocessing", 2, 5)
 
 
+def test_absurd_numbers_neither_raise_nor_give_infinities() -> None:
+    nines = b"9" * 400  # a float of these is inf; the whole bar still fits a segment
+    for stream in (
+        b"\r 50%|#| " + nines + b"/" + nines + b" [00:00<00:00, 1.00it/s]\n",
+        b"\r 50%|#| 1/2 [00:00<00:00, " + nines + b"it/s]\n",
+        b"\r 50%|#| 1/2 [00:00<00:00, " + nines + b"." + nines + b"Ys/it]\n",
+        b"\r 50%|#| 1/2 [" + nines + b":00<" + nines + b":00, 1.00it/s]\n",
+    ):
+        progress = ProgressParser().feed(stream)
+        if progress is not None:
+            json.dumps(progress.to_json(), allow_nan=False)
+
+
 # Through ProcessGroupRunner, with real children drawing real tqdm bars
 
 # Draws a bar over N items, one every DELAY seconds, to stderr, and keeps a copy of every byte it

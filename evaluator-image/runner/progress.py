@@ -36,15 +36,17 @@ log = logging.getLogger(__name__)
 _DELIMITERS = (b"\r", b"\n")
 # CSI sequences (colours, tqdm's cursor moves for nested bars) and OSC sequences.
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-Z\\-_]")
-_NUMBER = r"\d+(?:\.\d+)?[kMGTPEZY]?"
+# Digits are bounded so that no junk number overflows a float or int conversion.
+_NUMBER = r"\d{1,15}(?:\.\d{1,6})?[kMGTPEZY]?"
+_CLOCK = r"-?\d{1,9}(?::\d\d){1,2}"
 # tqdm's default format: "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining},
 # {rate_fmt}{postfix}]"; with ncols=0 the "|{bar}|" is left out. The closing ']' is required, so a
 # bar cut by a chunk boundary never matches half-read.
 _BAR = re.compile(
     rf"(?P<percent>\d{{1,3}})%(?:\|[^|\r\n]*\|)?\s*(?P<done>{_NUMBER})/(?P<total>{_NUMBER})\s+"
-    r"\[(?P<elapsed>-?[\d:]+)<(?P<remaining>-?[\d:]+|\?),\s*(?P<rate>[^,\]]*)[^\]]*\]"
+    rf"\[(?P<elapsed>{_CLOCK})<(?P<remaining>{_CLOCK}|\?),\s*(?P<rate>[^,\]]*)[^\]]*\]"
 )
-_RATE = re.compile(r"(?P<value>\d+(?:\.\d+)?)(?P<si>[kMGTPEZY]?)(?P<unit>.*)")
+_RATE = re.compile(r"(?P<value>\d{1,15}(?:\.\d{1,6})?)(?P<si>[kMGTPEZY]?)(?P<unit>.*)")
 _SI = {"": 1.0, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18, "Z": 1e21, "Y": 1e24}
 # A described bar's head ("Model Responding:  12%"), to tell whether one came between two points.
 _DESCRIBED = re.compile(rb"\S: +\d{1,3}%")
@@ -121,7 +123,7 @@ def _rate(text: str) -> float | None:
 
 
 @dataclass(frozen=True)
-class _Bar:
+class Bar:
     description: str
     done: int
     total: int
@@ -129,7 +131,7 @@ class _Bar:
     eta_seconds: int | None
 
 
-def parse_bar(segment: str) -> _Bar | None:
+def parse_bar(segment: str) -> Bar | None:
     """The tqdm bar at the head of one '\\r'/'\\n'-delimited segment (ANSI codes allowed), or None."""
     text = _ANSI.sub("", segment)
     match = _BAR.search(text)
@@ -139,7 +141,7 @@ def parse_bar(segment: str) -> _Bar | None:
     if total <= 0:
         return None
     description = text[: match.start()].strip().removesuffix(":").strip()
-    return _Bar(
+    return Bar(
         description, round(_number(match["done"])), round(total), _rate(match["rate"]), _seconds(match["remaining"])
     )
 
@@ -200,7 +202,7 @@ class ProgressParser:
         return sorted(found)
 
     @staticmethod
-    def _last_bar(data: bytes) -> tuple[_Bar | None, int]:
+    def _last_bar(data: bytes) -> tuple[Bar | None, int]:
         """The newest bar among closed segments, scanning back from the end one segment at a time."""
         end = len(data)
         while (percent := data.rfind(b"%", 0, end)) >= 0:
@@ -212,7 +214,7 @@ class ProgressParser:
             end = start
         return None, 0
 
-    def _update(self, bar: _Bar, context: str | None) -> Progress | None:
+    def _update(self, bar: Bar, context: str | None) -> Progress | None:
         stage = bar.description or context or ""
         last = self.latest
         if last is not None and (last.stage, last.done, last.total) == (stage, bar.done, bar.total):
