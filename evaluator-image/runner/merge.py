@@ -33,13 +33,17 @@ DCP is read into bf16 tensors allocated from its metadata, not with `dcp_to_torc
 materialises the model in its saved precision (fp32: twice the bf16 size) and writes a second full
 copy to disk before anything can be cast.
 
-Memory: shards are memory-mapped (page cache, not the pod's anonymous memory), and each tensor is
-cast and concatenated on its own, so the resident cost is the whole consolidated model in bf16
-plus, while writing, the serialisation of one safetensors file (up to another copy of that file):
-about 2 bytes a parameter, at worst 4 at the peak. A 7B model therefore needs ~14 GiB for the
-merged weights and up to ~28 GiB at the write, plus page cache for the shards (~28 GiB if training
-saved fp32; reclaimable, but it counts against a cgroup limit until reclaimed): request 32 GiB.
-Disk: the merged folder is ~14 GiB beside the shards.
+Memory: lmms-engine holds the whole model on CPU plus a copy while concatenating. Here shards are
+memory-mapped (page cache, not the pod's anonymous memory) and each tensor is cast and
+concatenated on its own, so the copy is one tensor's, not the model's: the peak is the
+consolidated bf16 model (2 bytes per tensor element) plus the largest tensor once more, above the
+~1.1 GiB that importing torch and transformers costs. Measured (bench/merge_memory.py, a 213M-
+parameter Qwen2 saved fp32 by a 2-rank job): 471 MiB anonymous above the imports for FSDP2 and DCP
+alike, exactly the bf16 state dict; FSDP2 adds up to 0.7 GiB of file-backed pages (the mapped fp32
+shards), which the kernel reclaims under pressure, though a cgroup counts them until it does. A 7B
+model (7.6B parameters, Qwen2.5-7B) therefore needs ~14.2 GiB for its bf16 weights + ~1 GiB for
+its largest tensor (the 152k x 3584 embedding) + ~1.1 GiB of imports: request 17 GiB, and allow
+some more as limit for the shards' page cache. Disk: the merged folder (~15 GB) beside the shards.
 """
 
 from __future__ import annotations
