@@ -144,7 +144,9 @@ def test_a_missing_model_path_fails_plainly(job: Callable[..., Job], tmp_path: P
 
 
 def test_an_invalid_spec_exits_2(job: Callable[..., Job]) -> None:
-    evaljob = job(modelArgs={"pretrained": "/m,device_map=cuda"})
+    # The CRD refuses such an EvalJob now; the runner still refuses a spec handed to it directly.
+    evaljob = job()
+    evaljob.env["EVALKUBE_SPEC"] = json.dumps({**evaljob.spec, "modelArgs": {"pretrained": "/m,device_map=cuda"}})
     done = evaljob.run()
     assert done.returncode == 2
     assert evaljob.message().startswith("invalid spec: modelArgs.pretrained: must not contain ',' or '='")
