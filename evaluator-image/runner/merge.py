@@ -240,24 +240,30 @@ def _full_tensor(key: str, pieces: list[Any], world_size: int) -> torch.Tensor |
     return full
 
 
-def _load_fsdp2(folder: Path) -> tuple[dict[str, torch.Tensor], int]:
-    """Consolidate per-rank torch.save state dicts of DTensors, one tensor at a time."""
-    files = _rank_files(folder)  # before importing torch: a layout mistake is answered at once
+def _load_rank_file(file: Path) -> Any:
     # Importing torch.distributed.tensor registers DTensor with the weights_only unpickler.
     import torch.distributed.tensor
 
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:  # corrupt, truncated, or pickled objects other than tensors
+        raise InvalidCheckpoint(f"{file} cannot be read as a torch.save state dict: {error}") from None
+
+
+def _load_fsdp2(folder: Path) -> tuple[dict[str, torch.Tensor], int]:
+    """Consolidate per-rank torch.save state dicts of DTensors, one tensor at a time."""
+    files = _rank_files(folder)  # before importing torch: a layout mistake is answered at once
     shards: list[dict[str, Any]] = []
-    # Unpickling a DeviceMesh without process groups warns once per file about torch.compile; no
-    # mesh is used for communication here.
+    # Unpickling a DeviceMesh without process groups warns about torch.compile; no mesh is used to
+    # communicate here.
     mesh_logger = logging.getLogger("torch.distributed.device_mesh")
-    level, mesh_logger.level = mesh_logger.level, logging.ERROR
-    for file in files:
-        try:
-            state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
-        except Exception as error:  # corrupt, truncated, or pickled objects other than tensors
-            raise InvalidCheckpoint(f"{file} cannot be read as a torch.save state dict: {error}") from None
-        finally:
-            mesh_logger.setLevel(level)
+    level = mesh_logger.level
+    mesh_logger.setLevel(logging.ERROR)
+    try:
+        loaded = [_load_rank_file(file) for file in files]
+    finally:
+        mesh_logger.setLevel(level)
+    for file, state in zip(files, loaded, strict=True):
         if not isinstance(state, Mapping):
             raise InvalidCheckpoint(f"{file} holds a {type(state).__name__}; expected a state dict")
         shards.append(dict(state))
