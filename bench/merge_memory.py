@@ -29,7 +29,6 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
 from checkpoint_fixtures import make_checkpoints  # noqa: E402
-
 from evaluator_fixtures import make_tiny_model  # noqa: E402
 
 RUNNER = str(Path(sys.executable).with_name("evalkube-runner"))

@@ -22,9 +22,7 @@ from typing import Any
 
 import pytest
 import torch
-from checkpoint_fixtures import MESHES, SHARD_DIRS, expected_state_dict, make_checkpoints
 from safetensors.torch import load_file
-from test_runner_e2e import Job, tasks_dir  # noqa: F401  (tasks_dir: the e2e module's fixture, reused)
 
 from evalkube import resource
 from evalkube.runner.merge import (
@@ -38,7 +36,9 @@ from evalkube.runner.merge import (
     resolve_checkpoint,
 )
 
+from checkpoint_fixtures import MESHES, SHARD_DIRS, expected_state_dict, make_checkpoints
 from evaluator_fixtures import METRIC_KEY, TASK_NAME
+from test_runner_e2e import Job, tasks_dir  # noqa: F401  (tasks_dir: the e2e module's fixture, reused)
 
 RUNNER = str(Path(sys.executable).with_name("evalkube-runner"))
 TIED = "lm_head.weight"  # the tiny model ties it to model.embed_tokens.weight
