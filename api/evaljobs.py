@@ -8,14 +8,54 @@ ONE direct GET (another replica may have created it a moment ago) before it is c
 
 from __future__ import annotations
 
+import hashlib
+import json
+import secrets
+import time
+from base64 import b32encode
 from typing import Any
 
+import urllib3
+from fastapi import HTTPException
 from kubernetes.client import CustomObjectsApi
+from kubernetes.client.exceptions import ApiException
 
 from evalkube import mapping, resource
 from evalkube.api.cache import WatchCache
+from evalkube.api.request_guards import IDEMPOTENCY_HEADER, current_idempotency_key
 from evalkube.kube import or_none
 from evalkube.protocol import EvaluateRequest
+
+#: The key an EvalJob was created under, and a digest of the request it was created for.
+ANNOTATION_IDEMPOTENCY_KEY = "evalkube.dev/idempotency-key"
+ANNOTATION_REQUEST_DIGEST = "evalkube.dev/request-digest"
+#: Seconds slept before each retry of a create whose answer did not come; ~2 s in all.
+_CREATE_RETRY_DELAYS = (0.1, 0.3, 0.6, 1.0)
+_TRANSIENT = frozenset({429, 500, 502, 503, 504})
+_NAME_DRAWS = 3
+
+
+class IdempotencyKeyReused(HTTPException):
+    """The client's Idempotency-Key names an EvalJob made for another request (422), or its name is
+    held by an EvalJob made without it (409); FastAPI answers it as is."""
+
+    def __init__(self, status_code: int, reason: str) -> None:
+        loc = ["header", IDEMPOTENCY_HEADER]
+        super().__init__(
+            status_code, detail=[{"loc": loc, "msg": f"{IDEMPOTENCY_HEADER}: {reason}", "type": "value_error"}]
+        )
+
+
+def name_for_key(namespace: str, key: str) -> str:
+    """The EvalJob name a key maps to: `eval-` and 12 base32 characters (60 bits) of its hash."""
+    digest = hashlib.blake2b(f"{namespace}/{key}".encode(), digest_size=8).digest()
+    return resource.GENERATE_NAME + b32encode(digest).decode().lower()[:12]
+
+
+def request_digest(request: EvaluateRequest) -> str:
+    """A digest of what was asked (the EvalJob spec), to tell a replay from a reused key."""
+    spec = json.dumps(mapping.request_to_spec(request), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(spec.encode()).hexdigest()
 
 
 class EvalJobs:
@@ -45,18 +85,64 @@ class EvalJobs:
         self._cache.remember(evaljob)
         return evaljob
 
-    def create(self, request: EvaluateRequest) -> dict[str, Any]:
-        """Create the EvalJob for `request`; the apiserver names it (generateName)."""
-        evaljob = self._custom.create_namespaced_custom_object(
-            resource.GROUP,
-            resource.VERSION,
-            self._namespace,
-            resource.PLURAL,
-            mapping.evaljob_manifest(request, self._namespace),
-            _request_timeout=self._timeout,
-        )
-        self._cache.remember(evaljob)
-        return evaljob
+    def create(self, request: EvaluateRequest, idempotency_key: str | None = None) -> dict[str, Any]:
+        """Create the EvalJob for `request` exactly once, even when responses are lost.
+
+        The API names the EvalJob itself, from a key: the client's Idempotency-Key (`idempotency_key`,
+        else the request's header, see `request_guards`), or one it draws. A create whose answer
+        was lost (dropped connection, timeout, 5xx, 429) is retried with the same name; an
+        AlreadyExists answer is then read back and, when the EvalJob carries this key, it is the
+        one created before, returned as if just made. The same client key with another request
+        body is refused (IdempotencyKeyReused); a drawn key that collides is drawn again.
+        """
+        client_key = idempotency_key if idempotency_key is not None else current_idempotency_key()
+        digest = request_digest(request)
+        for _ in range(_NAME_DRAWS):
+            key = client_key if client_key is not None else secrets.token_urlsafe(18)
+            manifest = mapping.evaljob_manifest(request, self._namespace)
+            metadata = manifest["metadata"]
+            del metadata["generateName"]
+            metadata["name"] = name_for_key(self._namespace, key)
+            metadata["annotations"].update({ANNOTATION_IDEMPOTENCY_KEY: key, ANNOTATION_REQUEST_DIGEST: digest})
+            evaljob = self._create_retrying(manifest)
+            if evaljob is None:  # AlreadyExists: ours from a lost answer, or someone else's
+                existing = self.get(metadata["name"])
+                annotations = ((existing or {}).get("metadata") or {}).get("annotations") or {}
+                if annotations.get(ANNOTATION_IDEMPOTENCY_KEY) != key:
+                    if client_key is not None:
+                        raise IdempotencyKeyReused(
+                            409,
+                            f"EvalJob {metadata['name']}, the name this key maps to, exists and was not created with it",
+                        )
+                    continue  # a drawn name that someone else took: draw again
+                if annotations.get(ANNOTATION_REQUEST_DIGEST) != digest:
+                    raise IdempotencyKeyReused(
+                        422, f"already used for a different request (EvalJob {metadata['name']}); use a fresh key"
+                    )
+                assert existing is not None
+                evaljob = existing
+            self._cache.remember(evaljob)
+            return evaljob
+        raise RuntimeError(f"no free EvalJob name after {_NAME_DRAWS} draws")  # 60-bit names: never
+
+    def _create_retrying(self, manifest: dict[str, Any]) -> dict[str, Any] | None:
+        """POST the EvalJob, retrying transient failures; None when it already exists (AlreadyExists)."""
+        for delay in (*_CREATE_RETRY_DELAYS, None):
+            try:
+                return self._custom.create_namespaced_custom_object(
+                    resource.GROUP, resource.VERSION, self._namespace, resource.PLURAL, manifest,
+                    _request_timeout=self._timeout,
+                )  # fmt: skip
+            except ApiException as error:
+                if error.status == 409:
+                    return None
+                if delay is None or not (error.status in _TRANSIENT or not error.status):
+                    raise
+            except urllib3.exceptions.HTTPError:  # lost answer, timeout, connection refused
+                if delay is None:
+                    raise
+            time.sleep(delay)
+        raise AssertionError("unreachable")
 
     def request_cancel(self, name: str) -> bool:
         """Ask the operator to cancel (it deletes the Job, sets phase Cancelled); False: no such EvalJob."""

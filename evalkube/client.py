@@ -7,6 +7,9 @@ Beyond lmms-eval's clients:
 - An error answer raises `EvalServerError`, an `httpx.HTTPStatusError` (so lmms-eval-style
   `except httpx.HTTPStatusError` still works) whose message carries the server's `detail`: which
   field was wrong and why, not only "422 Unprocessable Entity".
+- `evaluate()` sends a fresh `Idempotency-Key` and retries that same request (same key) on a
+  dropped connection, 429 or 5xx, up to len(RETRY_DELAYS) times: a lost answer never makes two
+  EvalJobs, since the API maps the key to one EvalJob name (see api/evaljobs.py).
 - `wait_for_job()` also ends on a cancelled job (`JobCancelledError`; lmms-eval's polls forever),
   and a failed one raises `JobFailedError`, a RuntimeError saying "Job failed: <error>" as before.
 """
@@ -15,10 +18,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from types import TracebackType
 from typing import Any, Literal
 
 import httpx
+
+#: Seconds slept before each retry of POST /evaluate (same Idempotency-Key); ~7.5 s in all.
+RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
+_RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 
 __all__ = ["AsyncEvalClient", "EvalClient", "EvalServerError", "JobCancelledError", "JobFailedError"]
 
@@ -86,6 +95,15 @@ def _evaluate_body(fields: dict[str, Any], custom_tasks: str | None) -> dict[str
     return body
 
 
+def _idempotent(body: dict[str, Any]) -> dict[str, Any]:
+    """Request arguments of one evaluate call: its body and the key all its retries share."""
+    return {"json": body, "headers": {"Idempotency-Key": uuid.uuid4().hex}}
+
+
+def _retry(outcome: httpx.Response | httpx.TransportError) -> bool:
+    return isinstance(outcome, httpx.TransportError) or outcome.status_code in _RETRY_STATUS
+
+
 def _finished(job: dict[str, Any], verbose: bool) -> bool:
     """True once the job completed; raises if it failed or was cancelled."""
     status = job.get("status")
@@ -123,6 +141,22 @@ class EvalClient:
 
     def _request(self, method: str, endpoint: str, **kwargs: Any) -> Any:
         return _json(self.client.request(method, f"{self.base_url}{endpoint}", **kwargs))
+
+    def _request_retrying(self, method: str, endpoint: str, **kwargs: Any) -> Any:
+        """_request, retried as it is on transport errors, 429 and 5xx (for idempotent requests only)."""
+        for delay in (*RETRY_DELAYS, None):
+            try:
+                outcome: httpx.Response | httpx.TransportError = self.client.request(
+                    method, f"{self.base_url}{endpoint}", **kwargs
+                )
+            except httpx.TransportError as error:
+                outcome = error
+            if delay is None or not _retry(outcome):
+                break
+            time.sleep(delay)
+        if isinstance(outcome, httpx.TransportError):
+            raise outcome
+        return _json(outcome)
 
     def health(self) -> dict[str, Any]:
         """GET /health; an unhealthy server raises EvalServerError (503) saying why."""
@@ -180,7 +214,7 @@ class EvalClient:
             image=image, resources=resources, node_selector=node_selector, tolerations=tolerations,
             allow_online=allow_online,
         )  # fmt: skip
-        return self._request("POST", "/evaluate", json=_evaluate_body(fields, custom_tasks))
+        return self._request_retrying("POST", "/evaluate", **_idempotent(_evaluate_body(fields, custom_tasks)))
 
     def get_job(self, job_id: str) -> dict[str, Any]:
         """The job's JobInfo: status, times, and once completed the metrics (`result`)."""
@@ -220,6 +254,39 @@ class EvalClient:
         body = {"checkpoint_path": checkpoint_path, "output_path": output_path, "checkpoint_type": checkpoint_type}
         return self._request("POST", "/merge", json=body)
 
+    def get_logs(self, job_id: str, tail_lines: int | None = None, since_seconds: int | None = None) -> str:
+        """The evaluator pod's log (GET /jobs/{id}/logs); once the pod is gone, the log tail the job kept.
+
+        A queued job (no log yet) raises EvalServerError 409; an unknown job, or one whose pod left no
+        tail, 404.
+        """
+        params = {"tail_lines": tail_lines, "since_seconds": since_seconds}
+        response = self.client.get(
+            f"{self.base_url}/jobs/{job_id}/logs", params={k: v for k, v in params.items() if v is not None}
+        )
+        if response.is_error:
+            raise EvalServerError(response)
+        return response.text
+
+    def stream_logs(
+        self, job_id: str, tail_lines: int | None = None, since_seconds: int | None = None
+    ) -> Iterator[str]:
+        """The log as it grows (follow=true): text as it arrives, until the container ends.
+
+        No read timeout: lmms-eval may print nothing for a long while. Closing the iterator early
+        (break, or leaving a `with contextlib.closing(...)`) closes the connection.
+        """
+        params = {"tail_lines": tail_lines, "since_seconds": since_seconds, "follow": "true"}
+        timeout = httpx.Timeout(self.client.timeout.connect, read=None)
+        url = f"{self.base_url}/jobs/{job_id}/logs"
+        with self.client.stream(
+            "GET", url, params={k: v for k, v in params.items() if v is not None}, timeout=timeout
+        ) as response:
+            if response.is_error:
+                response.read()
+                raise EvalServerError(response)
+            yield from response.iter_text()
+
 
 class AsyncEvalClient:
     """The asyncio twin of EvalClient: the same methods, awaited."""
@@ -246,6 +313,22 @@ class AsyncEvalClient:
 
     async def _request(self, method: str, endpoint: str, **kwargs: Any) -> Any:
         return _json(await self.client.request(method, f"{self.base_url}{endpoint}", **kwargs))
+
+    async def _request_retrying(self, method: str, endpoint: str, **kwargs: Any) -> Any:
+        """See EvalClient._request_retrying."""
+        for delay in (*RETRY_DELAYS, None):
+            try:
+                outcome: httpx.Response | httpx.TransportError = await self.client.request(
+                    method, f"{self.base_url}{endpoint}", **kwargs
+                )
+            except httpx.TransportError as error:
+                outcome = error
+            if delay is None or not _retry(outcome):
+                break
+            await asyncio.sleep(delay)
+        if isinstance(outcome, httpx.TransportError):
+            raise outcome
+        return _json(outcome)
 
     async def health(self) -> dict[str, Any]:
         """See EvalClient.health."""
@@ -298,7 +381,7 @@ class AsyncEvalClient:
             image=image, resources=resources, node_selector=node_selector, tolerations=tolerations,
             allow_online=allow_online,
         )  # fmt: skip
-        return await self._request("POST", "/evaluate", json=_evaluate_body(fields, custom_tasks))
+        return await self._request_retrying("POST", "/evaluate", **_idempotent(_evaluate_body(fields, custom_tasks)))
 
     async def get_job(self, job_id: str) -> dict[str, Any]:
         """See EvalClient.get_job."""
@@ -334,3 +417,29 @@ class AsyncEvalClient:
         """See EvalClient.merge_checkpoint."""
         body = {"checkpoint_path": checkpoint_path, "output_path": output_path, "checkpoint_type": checkpoint_type}
         return await self._request("POST", "/merge", json=body)
+
+    async def get_logs(self, job_id: str, tail_lines: int | None = None, since_seconds: int | None = None) -> str:
+        """See EvalClient.get_logs."""
+        params = {"tail_lines": tail_lines, "since_seconds": since_seconds}
+        response = await self.client.get(
+            f"{self.base_url}/jobs/{job_id}/logs", params={k: v for k, v in params.items() if v is not None}
+        )
+        if response.is_error:
+            raise EvalServerError(response)
+        return response.text
+
+    async def stream_logs(
+        self, job_id: str, tail_lines: int | None = None, since_seconds: int | None = None
+    ) -> AsyncIterator[str]:
+        """See EvalClient.stream_logs (`async for`; `aclose()` it to leave early)."""
+        params = {"tail_lines": tail_lines, "since_seconds": since_seconds, "follow": "true"}
+        timeout = httpx.Timeout(self.client.timeout.connect, read=None)
+        url = f"{self.base_url}/jobs/{job_id}/logs"
+        async with self.client.stream(
+            "GET", url, params={k: v for k, v in params.items() if v is not None}, timeout=timeout
+        ) as response:
+            if response.is_error:
+                await response.aread()
+                raise EvalServerError(response)
+            async for text in response.aiter_text():
+                yield text
