@@ -63,10 +63,11 @@ def wait_until(probe: Callable[[], T], what: str, timeout: float = 15.0, interva
 class ApiServer:
     """create_app(settings) served by uvicorn in a daemon thread on a free port of 127.0.0.1."""
 
-    def __init__(self, settings: ApiSettings) -> None:
+    def __init__(self, settings: ApiSettings, port: int = 0) -> None:
+        """`port` 0: a free one; a fixed one lets a restarted API keep its URL (chaos tests)."""
         self.settings = settings
         config = uvicorn.Config(
-            create_app(settings), host="127.0.0.1", port=0, log_level="warning", lifespan="on", access_log=False
+            create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on", access_log=False
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="api-server", daemon=True)
