@@ -2,7 +2,7 @@
 
 Load it with `pytest_plugins = ["harness.api_server"]`. Fixtures:
 
-- `kube_emulator` (session): a started KubeEmulator with the EvalJob CRD applied.
+- `kube_emulator` (session): a started KubeEmulator with every CRD of crds/ applied (EvalJob, ...).
 - `private_kube` (function): an emulator of the test's own (to stop and restart) and the API's
   kubeconfig for it.
 - `api_kubeconfig` (session): kubeconfig path the API uses (token "api").
@@ -40,6 +40,13 @@ from evalkube.api.settings import ApiSettings
 from kubeemu import KubeEmulator
 
 CRD = Path(__file__).resolve().parents[2] / "crds" / "evaljob.yaml"
+
+
+def apply_crds(emulator: KubeEmulator) -> None:
+    """Every CRD the project ships (crds/*.yaml), as the chart installs them."""
+    for path in sorted(CRD.parent.glob("*.yaml")):
+        emulator.apply_crd(yaml.safe_load(path.read_text()))
+
 
 T = TypeVar("T")
 
@@ -125,7 +132,7 @@ def _free_port() -> int:
 def kube_emulator() -> Iterator[KubeEmulator]:
     emulator = KubeEmulator()
     emulator.start()
-    emulator.apply_crd(yaml.safe_load(CRD.read_text()))
+    apply_crds(emulator)
     yield emulator
     emulator.stop()
 
@@ -137,7 +144,7 @@ def private_kube(tmp_path: Path) -> Iterator[PrivateKube]:
     Its event history is short (10 events), so a watch that was away for long gets 410 Gone.
     """
     emulator = KubeEmulator(port=_free_port(), history_size=10).start()
-    emulator.apply_crd(yaml.safe_load(CRD.read_text()))
+    apply_crds(emulator)
     yield PrivateKube(emulator, str(emulator.write_kubeconfig(tmp_path / "api-kubeconfig", token="api")))
     emulator.stop()
 
