@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from evalkube import __version__
 from evalkube.api import errors
 from evalkube.api.request_guards import RequestGuards
-from evalkube.api.routers import catalog, health, jobs, merge, metrics, queue
+from evalkube.api.routers import catalog, health, jobs, logs, merge, metrics, queue
 from evalkube.api.settings import ApiSettings
 from evalkube.api.state import ApiState
 
@@ -44,6 +44,6 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     )
     errors.install(app)
     app.add_middleware(RequestGuards, max_body_bytes=settings.max_body_bytes)
-    for module in (health, jobs, queue, catalog, merge, metrics):
+    for module in (health, jobs, logs, queue, catalog, merge, metrics):
         app.include_router(module.router)
     return app

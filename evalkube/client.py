@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import AsyncIterator, Iterator
 from types import TracebackType
 from typing import Any, Literal
 
@@ -253,6 +254,39 @@ class EvalClient:
         body = {"checkpoint_path": checkpoint_path, "output_path": output_path, "checkpoint_type": checkpoint_type}
         return self._request("POST", "/merge", json=body)
 
+    def get_logs(self, job_id: str, tail_lines: int | None = None, since_seconds: int | None = None) -> str:
+        """The evaluator pod's log (GET /jobs/{id}/logs); once the pod is gone, the log tail the job kept.
+
+        A queued job (no log yet) raises EvalServerError 409; an unknown job, or one whose pod left no
+        tail, 404.
+        """
+        params = {"tail_lines": tail_lines, "since_seconds": since_seconds}
+        response = self.client.get(
+            f"{self.base_url}/jobs/{job_id}/logs", params={k: v for k, v in params.items() if v is not None}
+        )
+        if response.is_error:
+            raise EvalServerError(response)
+        return response.text
+
+    def stream_logs(
+        self, job_id: str, tail_lines: int | None = None, since_seconds: int | None = None
+    ) -> Iterator[str]:
+        """The log as it grows (follow=true): text as it arrives, until the container ends.
+
+        No read timeout: lmms-eval may print nothing for a long while. Closing the iterator early
+        (break, or leaving a `with contextlib.closing(...)`) closes the connection.
+        """
+        params = {"tail_lines": tail_lines, "since_seconds": since_seconds, "follow": "true"}
+        timeout = httpx.Timeout(self.client.timeout.connect, read=None)
+        url = f"{self.base_url}/jobs/{job_id}/logs"
+        with self.client.stream(
+            "GET", url, params={k: v for k, v in params.items() if v is not None}, timeout=timeout
+        ) as response:
+            if response.is_error:
+                response.read()
+                raise EvalServerError(response)
+            yield from response.iter_text()
+
 
 class AsyncEvalClient:
     """The asyncio twin of EvalClient: the same methods, awaited."""
@@ -383,3 +417,29 @@ class AsyncEvalClient:
         """See EvalClient.merge_checkpoint."""
         body = {"checkpoint_path": checkpoint_path, "output_path": output_path, "checkpoint_type": checkpoint_type}
         return await self._request("POST", "/merge", json=body)
+
+    async def get_logs(self, job_id: str, tail_lines: int | None = None, since_seconds: int | None = None) -> str:
+        """See EvalClient.get_logs."""
+        params = {"tail_lines": tail_lines, "since_seconds": since_seconds}
+        response = await self.client.get(
+            f"{self.base_url}/jobs/{job_id}/logs", params={k: v for k, v in params.items() if v is not None}
+        )
+        if response.is_error:
+            raise EvalServerError(response)
+        return response.text
+
+    async def stream_logs(
+        self, job_id: str, tail_lines: int | None = None, since_seconds: int | None = None
+    ) -> AsyncIterator[str]:
+        """See EvalClient.stream_logs (`async for`; `aclose()` it to leave early)."""
+        params = {"tail_lines": tail_lines, "since_seconds": since_seconds, "follow": "true"}
+        timeout = httpx.Timeout(self.client.timeout.connect, read=None)
+        url = f"{self.base_url}/jobs/{job_id}/logs"
+        async with self.client.stream(
+            "GET", url, params={k: v for k, v in params.items() if v is not None}, timeout=timeout
+        ) as response:
+            if response.is_error:
+                await response.aread()
+                raise EvalServerError(response)
+            async for text in response.aiter_text():
+                yield text

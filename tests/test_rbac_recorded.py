@@ -3,7 +3,7 @@ component does.
 
 A representative workload runs through the REAL components, each with its own bearer token, and
 the emulator records every request: the API (token "api": submit, custom tasks, get, queue,
-catalog with and without its ConfigMap, cancel queued and running, health), the operator (token
+catalog with and without its ConfigMap, cancel queued and running, a pod's log, health), the operator (token
 "operator": Jobs through queued/running/completed/failed, a failure whose pods it must re-read,
 cancel, retention, a running-slot limit, a restart) and the evaluator (token "evaluator": the
 runner's own ConfigMap writes, `evalkube.runner.kube`, called with the evaluator's kubeconfig;
@@ -155,6 +155,7 @@ def test_each_serviceaccount_may_do_exactly_what_its_component_does(
         # retention (max_completed_jobs=1) then deletes one of the two finished EvalJobs.
         run_to_running(cluster, kubelet, a)
         assert client.get_job(a)["status"] == "running"
+        assert client.get_logs(a) == ""  # the API finds A's pod by label and reads its log
         with pytest.raises(EvalServerError, match="404"):
             client.get_job("no-such-job")  # not in the cache: one direct GET
         uid = cluster.evaljob(a)["metadata"]["uid"]

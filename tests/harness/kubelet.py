@@ -6,12 +6,15 @@ evalkube depends on, for the Jobs evalkube creates in one namespace, through the
 - the kubelet: pod status (scheduled, running, terminated with exit code and termination
   message) and, in `run_containers` mode, really running the container's command as a local
   process with the pod's env and volumes, killing it (SIGTERM, then SIGKILL) when its pod is
-  deleted — exactly what cancellation relies on.
+  deleted — exactly what cancellation relies on. Given the in-process `emulator`, what the
+  container prints is also fed, as it comes, to the emulator's pods/log (`append_pod_log`), so
+  `kubectl logs` and the API's log endpoint read the real run, as from a kubelet's CRI log.
 Scripted tests instead drive each transition by hand (`schedule`, `start`, `finish`, ...).
 """
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import json
 import os
@@ -23,13 +26,16 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
 
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
 from evalkube import resource
 from evalkube.kube import or_none
+
+if TYPE_CHECKING:
+    from kubeemu import KubeEmulator
 
 SELECTOR = f"{resource.LABEL_MANAGED_BY}={resource.MANAGED_BY}"
 GRACE_SECONDS = 5.0
@@ -52,6 +58,7 @@ class FakeKubelet:
         image_env: dict[str, str] | None = None,
         workdir: Path | None = None,
         node: str = "node-1",
+        emulator: KubeEmulator | None = None,
     ) -> None:
         self.core = kubernetes.client.CoreV1Api(api_client)
         self.batch = kubernetes.client.BatchV1Api(api_client)
@@ -62,6 +69,7 @@ class FakeKubelet:
         self.image_env = image_env or {}
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="kubelet-"))
         self.node = node
+        self.emulator = emulator
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         #: When each pod's container started (terminated.startedAt repeats it, as the kubelet does).
         self.started: dict[str, str] = {}
@@ -315,10 +323,14 @@ class FakeKubelet:
         log_path = root / "container.log"
         self.logs[name] = log_path
         with open(log_path, "wb") as log:
-            process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root)
-        self.processes[name] = process
-        self.start_container(name)
-        code = process.wait()
+            process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=root)
+            assert process.stdout is not None
+            copier = threading.Thread(target=self._copy_output, args=(name, process.stdout, log), daemon=True)
+            copier.start()
+            self.processes[name] = process
+            self.start_container(name)
+            code = process.wait()
+            copier.join(timeout=10)  # all output is logged before the container is reported ended
         self.processes.pop(name, None)
         if self._pod_gone(name):
             return
@@ -327,6 +339,16 @@ class FakeKubelet:
             message = log_path.read_text(errors="replace")[-2048:]  # FallbackToLogsOnError
         with contextlib.suppress(ApiException):  # the pod or Job was deleted meanwhile
             self.finish(name, code if code >= 0 else 128 - code, message=message)
+
+    def _copy_output(self, name: str, stream: IO[bytes], log: IO[bytes]) -> None:
+        """The container's output, as it comes, to its log file and to the emulator's pods/log."""
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        while chunk := stream.read1(64 * 1024):  # type: ignore[attr-defined]
+            log.write(chunk)
+            log.flush()
+            if self.emulator is not None and (text := decoder.decode(chunk)):
+                self.emulator.append_pod_log(self.namespace, name, text)
+        stream.close()
 
     def _volumes(self, pod: dict[str, Any], root: Path) -> dict[str, Path]:
         """mountPath -> local directory; ConfigMap volumes materialised as files, like the kubelet."""
