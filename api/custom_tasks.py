@@ -8,6 +8,7 @@ even though the catalog lacks them. lmms-eval task YAML uses tags the safe loade
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import PurePosixPath
 from typing import Any
 
 import yaml
@@ -46,6 +47,9 @@ def defined_names(data: Mapping[str, str]) -> set[str]:
             raise ValueError(f"{key!r} is not valid YAML: {exc}") from exc
         if not isinstance(document, dict):
             continue
+        escaping = _escaping_paths(document)
+        if escaping:
+            raise ValueError(f"{key!r}: {escaping} leaves the tasks folder ('..' and absolute includes are refused)")
         for field in ("task", "group", "tag"):
             value = document.get(field)
             # a group's `task:` is a list of its members (defined elsewhere); tags may be lists
@@ -54,3 +58,25 @@ def defined_names(data: Mapping[str, str]) -> set[str]:
             elif field == "tag" and isinstance(value, list):
                 names.update(v for v in value if isinstance(v, str))
     return names
+
+
+def _escaping_paths(document: dict[str, Any]) -> str | None:
+    """The first file reference of a task YAML that points outside its ConfigMap's folder, if any.
+
+    lmms-eval opens `include:` files relative to the YAML and data files relative to where it
+    runs: a `..` component (or an absolute include) would reach files the ConfigMap does not hold.
+    """
+    references: list[tuple[str, Any]] = [("include", document.get("include"))]
+    kwargs = document.get("dataset_kwargs")
+    if isinstance(kwargs, dict):
+        files = kwargs.get("data_files")
+        values = files.values() if isinstance(files, dict) else [files]
+        references += [("dataset_kwargs.data_files", value) for value in values]
+    references.append(("dataset_path", document.get("dataset_path")))
+    for field, value in references:
+        for path in value if isinstance(value, list) else [value]:
+            if not isinstance(path, str):
+                continue
+            if ".." in PurePosixPath(path).parts or (field == "include" and path.startswith("/")):
+                return f"{field} {path!r}"
+    return None

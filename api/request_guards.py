@@ -7,7 +7,8 @@ document into a RecursionError (an opaque 400 from FastAPI) or spends its time o
 
 - a body over `max_body_bytes` (EVALKUBE_API_MAX_BODY_BYTES, default 1 MiB: an EvalJob must fit
   in one etcd object anyway) gets 413, by its Content-Length or while it streams in;
-- a JSON body nested deeper than MAX_JSON_DEPTH gets 422;
+- a JSON body that is not UTF-8, holds a lone surrogate escape, or nests deeper than
+  MAX_JSON_DEPTH gets 422;
 - an `Idempotency-Key` header that is empty, longer than 255 characters or not printable ASCII
   gets 422; a valid one is put in a context variable that `EvalJobs.create` reads (the routes run
   in anyio's thread pool, which copies the context), so the key needs no plumbing through routes.
@@ -32,6 +33,8 @@ MAX_IDEMPOTENCY_KEY_LENGTH = 255
 _KEY_CHARS = re.compile(r"[\x21-\x7e]+")  # visible ASCII, as the IETF draft's examples use
 _STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _BRACKETS = re.compile(rb"[\[\]{}]")
+_HIGH, _LOW = rb"\\u[dD][89abAB][0-9a-fA-F]{2}", rb"\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+_LONE_SURROGATE = re.compile(_HIGH + rb"(?!" + _LOW + rb")|(?<!" + _HIGH + rb")" + _LOW)
 
 _idempotency_key: contextvars.ContextVar[str | None] = contextvars.ContextVar("idempotency_key", default=None)
 
@@ -51,6 +54,23 @@ def json_depth(body: bytes) -> int:
         else:
             depth -= 1
     return deepest
+
+
+def json_text_problem(body: bytes) -> str | None:
+    """Why a JSON body cannot be taken as text, or None: not UTF-8, a lone UTF-16 surrogate escape
+    (Python accepts "\\ud800" but can never encode it again, so every later read of the EvalJob
+    would fail), or nesting deeper than MAX_JSON_DEPTH."""
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return f"not UTF-8: byte {error.start} is {body[error.start : error.start + 1]!r}"
+    lone = _LONE_SURROGATE.search(body)
+    if lone:
+        return f"{lone.group().decode()} is a lone UTF-16 surrogate, not a character (send the character itself)"
+    depth = json_depth(body)
+    if depth > MAX_JSON_DEPTH:
+        return f"JSON nested {depth} levels deep; at most {MAX_JSON_DEPTH} are accepted"
+    return None
 
 
 class _TooLarge(Exception):
@@ -89,10 +109,9 @@ class RequestGuards:
             await _send(send, *self._too_large(None))
             return
         if body is not None and b"json" in headers.get("content-type", b""):
-            depth = json_depth(body)
-            if depth > MAX_JSON_DEPTH:
-                msg = f"JSON nested {depth} levels deep; at most {MAX_JSON_DEPTH} are accepted"
-                await _send(send, *_refusal(422, ["body"], msg, "value_error"))
+            problem = json_text_problem(body)
+            if problem:
+                await _send(send, *_refusal(422, ["body"], problem, "value_error"))
                 return
         token = _idempotency_key.set(key.decode("ascii") if key is not None else None)
         try:

@@ -94,7 +94,13 @@ def test_a_real_evaluation_lands_in_the_results_configmap(job: Callable[..., Job
     # A stale ConfigMap from an earlier pod of the same EvalJob is replaced, not an error.
     evaljob.cluster.core.create_namespaced_config_map(
         evaljob.cluster.namespace,
-        {"metadata": {"name": resource.result_configmap_name(evaljob.name)}, "data": {"results.json": "{}"}},
+        {
+            "metadata": {
+                "name": resource.result_configmap_name(evaljob.name),
+                "ownerReferences": [resource.owner_reference(evaljob.name, evaljob.uid, block_owner_deletion=False)],
+            },
+            "data": {"results.json": "{}"},
+        },
     )
 
     started = time.monotonic()

@@ -2,8 +2,10 @@
 
 The results ConfigMap is written once, at the end of what may have been hours of GPU time, so a
 transient API error (apiserver restart, throttling, a dropped connection) is retried a few times
-before the run is called failed. An existing ConfigMap of the same name is replaced: a retried pod
-of the same EvalJob overwrites the earlier attempt's results.
+before the run is called failed. An existing ConfigMap of the same name is replaced only when it
+belongs to the same owner (a retried pod of the same EvalJob overwrites the earlier attempt's
+results): one that someone else created first, e.g. a tenant forging `<name>-result` before the
+EvalJob ran, is never adopted (NotOurs), so its contents can never pass for this run's results.
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ def _with_retries(call: Any) -> Any:
             time.sleep(delay)
 
 
+class NotOurs(Exception):
+    """A ConfigMap of the name exists and is not owned by the owner this write is for."""
+
+
 def put_configmap(
     api: kubernetes.client.CoreV1Api,
     namespace: str,
@@ -47,7 +53,7 @@ def put_configmap(
     labels: Mapping[str, str],
     owner_references: list[dict[str, Any]] | None = None,
 ) -> None:
-    """Create the ConfigMap, or replace it whole if it exists."""
+    """Create the ConfigMap, or replace it whole if it exists with the same owner (uid); NotOurs if not."""
     metadata: dict[str, Any] = {"name": name, "namespace": namespace, "labels": dict(labels)}
     if owner_references:
         metadata["ownerReferences"] = owner_references
@@ -59,6 +65,14 @@ def put_configmap(
         except ApiException as error:
             if error.status != 409:
                 raise
+            existing = api.read_namespaced_config_map(name, namespace)
+            theirs = {ref.uid for ref in existing.metadata.owner_references or []}
+            ours = {ref["uid"] for ref in owner_references or []}
+            if ours and not ours & theirs:
+                raise NotOurs(
+                    f"ConfigMap {namespace}/{name} exists and is not owned by uid {', '.join(sorted(ours))}; "
+                    "refusing to adopt it (was it created by someone else?)"
+                ) from None
             api.replace_namespaced_config_map(name, namespace, body)
 
     _with_retries(create_or_replace)

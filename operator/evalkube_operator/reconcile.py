@@ -20,7 +20,7 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from evalkube import resource
-from evalkube.kube import api_message
+from evalkube.kube import api_message, or_none
 from evalkube.mapping import describe_errors, now_rfc3339, parse_spec
 from evalkube.operator.cluster import Cluster
 from evalkube.operator.jobspec import build_job
@@ -219,19 +219,27 @@ class Reconciler:
         if seen.error:
             update["error"] = seen.error
         if seen.succeeded:
-            update.update(await self._collect_results(namespace, name))
+            update.update(await self._collect_results(namespace, name, meta["uid"]))
         if update["phase"] in Phase.FINISHED:
             update["completedAt"] = seen.finished_at or now_rfc3339()
         if seen.stuck:  # a finished pod keeps its logs for `kubectl logs`; a stuck one only holds a node
             await self.cluster.delete_job(namespace, name)
         return await self._write(evaljob, update)
 
-    async def _collect_results(self, namespace: str, name: str) -> dict[str, Any]:
+    async def _collect_results(self, namespace: str, name: str, uid: str) -> dict[str, Any]:
         config_map = resource.result_configmap_name(name)
-        data = await self.cluster.config_map_data(namespace, config_map)
+        found = await asyncio.to_thread(or_none, self.cluster.core.read_namespaced_config_map, config_map, namespace)
+        data = None if found is None else dict(found.data or {})
         if data is None or resource.RESULTS_KEY not in data:
             return failure(
                 f"the evaluator finished but wrote no results (ConfigMap {config_map} with key {resource.RESULTS_KEY} is missing)"
+            )
+        # Only this EvalJob's pod writes a ConfigMap owned by this EvalJob's uid: one created by
+        # anyone else first (a tenant forging `<name>-result`) is never taken for its results.
+        if uid not in {ref.uid for ref in found.metadata.owner_references or []}:
+            return failure(
+                f"ConfigMap {config_map} is not owned by this EvalJob (uid {uid}): it was not written by its "
+                "evaluator pod, so its contents are ignored"
             )
         try:
             document = json.loads(data[resource.RESULTS_KEY])
