@@ -38,6 +38,7 @@ HEADER = """\
 
 PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {"name": "Progress", "type": "number", "jsonPath": ".status.progress.percent"},  # percent of the stage done
     {"name": "Model", "type": "string", "jsonPath": ".spec.model"},
     {"name": "Tasks", "type": "string", "jsonPath": ".spec.tasks"},
     {"name": "GPUs", "type": "integer", "jsonPath": ".spec.numGpus"},

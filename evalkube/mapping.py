@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.alias_generators import to_camel
 
 from evalkube import resource
-from evalkube.protocol import SPEC_NAME, EvalJobSpec, EvaluateRequest, JobInfo, JobStatus
+from evalkube.protocol import SPEC_NAME, EvalJobSpec, EvaluateRequest, JobInfo, JobProgress, JobStatus
 
 
 @functools.cache
@@ -172,6 +172,7 @@ def job_info(evaljob: dict[str, Any], position_in_queue: int | None = None) -> J
         error=status.get("error"),
         position_in_queue=position_in_queue if state is JobStatus.QUEUED else None,
         message=status.get("message"),
+        progress=from_spec(JobProgress, status["progress"]) if status.get("progress") else None,
         artifacts=status.get("artifacts"),
     )
 

@@ -163,6 +163,18 @@ class Condition(BaseModel):
     last_transition_time: str | None = None
 
 
+class JobProgress(BaseModel):
+    """How far a running evaluation has come: lmms-eval's newest progress bar, as the runner read it."""
+
+    percent: float = Field(..., ge=0, le=100, description="done / total, in percent")
+    done: int = Field(..., ge=0, description="Items done in the current stage")
+    total: int = Field(..., ge=0, description="Items in the current stage")
+    stage: str = Field(default="", description="The stage or task: 'Model Responding', 'Building contexts for mme'")
+    rate: float | None = Field(default=None, description="Items per second")
+    eta_seconds: int | None = Field(default=None, description="Seconds left in the current stage, by tqdm's estimate")
+    updated_at: str = Field(..., description="When the runner read this state (RFC 3339); it moves only with progress")
+
+
 class EvalJobStatus(BaseModel):
     """An EvalJob's status: written by the operator alone, read by the API and kubectl.
 
@@ -177,6 +189,7 @@ class EvalJobStatus(BaseModel):
     completed_at: str | None = None
     job_name: str | None = None
     observed_generation: int | None = None
+    progress: JobProgress | None = Field(default=None, description="How far the evaluation has come (while running)")
     result: dict[str, Any] | None = Field(
         default=None, description="The lmms-eval results document (results, versions, n-shot, n-samples, config, ...)"
     )
@@ -204,6 +217,7 @@ class JobInfo(BaseModel):
     position_in_queue: int | None = None
     # evalkube additions
     message: str | None = None
+    progress: JobProgress | None = None
     artifacts: dict[str, Any] | None = None
 
 

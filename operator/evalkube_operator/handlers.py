@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
 
 from evalkube import resource
+from evalkube.operator.progress import RunningEvalJobs, poll_running
 from evalkube.operator.reconcile import Reconciler
 
 CHILD_SELECTOR = {resource.LABEL_MANAGED_BY: resource.MANAGED_BY}
@@ -60,33 +62,50 @@ class IndexViews:
         return list(self._evaljobs.get(namespace, []))
 
 
+@dataclass
+class Shared:
+    """What the event handlers share with the background tasks. kopf gives each object's handlers a
+    shallow copy of the operator's memo, so an attribute they set there never reaches the tasks;
+    the contents of one object held by every copy do."""
+
+    views: IndexViews | None = None
+    running: RunningEvalJobs = field(default_factory=RunningEvalJobs)
+
+
 @kopf.on.startup()
 async def start_resync(memo: kopf.Memo, **_: Any) -> None:
     """The one resync task, held in the memo (so it is never garbage-collected) until cleanup."""
-    memo.views = None
+    memo.shared = Shared()
 
     async def loop() -> None:
         while True:
             reconciler: Reconciler | None = memo.get("reconciler")  # set by the configure startup handler
             await asyncio.sleep(reconciler.settings.resync_seconds if reconciler else 1.0)
-            if reconciler is not None and memo.views is not None:
-                await reconciler.resync(memo.views)
+            if reconciler is not None and memo.shared.views is not None:
+                await reconciler.resync(memo.shared.views)
 
     memo.resync_task = asyncio.create_task(loop(), name="evalkube-resync")
 
 
+@kopf.on.startup()
+async def start_progress_poll(memo: kopf.Memo, **_: Any) -> None:
+    """The one task that mirrors running EvalJobs' progress (and finds hung ones), see progress.py."""
+    memo.progress_task = asyncio.create_task(poll_running(memo), name="evalkube-progress")
+
+
 @kopf.on.cleanup()
 async def stop_resync(memo: kopf.Memo, **_: Any) -> None:
-    task = memo.get("resync_task")
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    for key in ("resync_task", "progress_task"):
+        task = memo.get(key)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 def _views(memo: kopf.Memo, kwargs: dict[str, Any]) -> IndexViews:
     views = IndexViews(kwargs["evaljobs_by_namespace"], kwargs["jobs_by_evaljob"], kwargs["pods_by_evaljob"])
-    memo.views = views  # the indexes are live mappings: the resync reads them later
+    memo.shared.views = views  # the indexes are live mappings: the background tasks read them later
     return views
 
 
@@ -95,7 +114,9 @@ async def evaljob_changed(type: str | None, namespace: str, name: str, memo: kop
     reconciler: Reconciler = memo.reconciler
     if type == "DELETED":
         reconciler.forget(namespace, name)
+        memo.shared.running.forget(namespace, name)
         return
+    memo.shared.running.note(namespace, name, kwargs.get("body"))
     await reconciler.reconcile(namespace, name, _views(memo, kwargs))
 
 

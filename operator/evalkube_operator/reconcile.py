@@ -25,6 +25,7 @@ from evalkube.mapping import describe_errors, now_rfc3339, parse_spec
 from evalkube.operator.cluster import Cluster
 from evalkube.operator.jobspec import build_job
 from evalkube.operator.observe import Observation, lacks_exit_details, observe
+from evalkube.operator.progress import watch_progress
 from evalkube.operator.settings import OperatorSettings
 from evalkube.ordering import Queue, stored_state
 from evalkube.resource import Phase
@@ -218,6 +219,13 @@ class Reconciler:
             update["startedAt"] = seen.started_at  # the first start: a restarted container keeps it
         if seen.error:
             update["error"] = seen.error
+        if seen.phase == Phase.RUNNING:  # lmms-eval's progress; one that stopped making any fails
+            limit = None if seen.succeeded else self.settings.hung_after_seconds
+            tracked, hung = await watch_progress(self.cluster, evaljob, limit)
+            update.update(tracked)
+            if hung:
+                update.update(failure(hung))
+                await self.cluster.delete_job(namespace, name)
         if seen.succeeded:
             update.update(await self._collect_results(namespace, name, meta["uid"]))
         if update["phase"] in Phase.FINISHED:

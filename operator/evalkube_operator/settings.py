@@ -54,6 +54,13 @@ class OperatorSettings(BaseSettings):
     #: are reconciled again. 2 s: a retry comes promptly, yet an apiserver that is down sees at
     #: most one attempt per failed EvalJob per period.
     resync_seconds: float = Field(default=2.0, gt=0)
+    #: Every this many seconds, each running EvalJob's progress ConfigMap is read into status.progress.
+    progress_poll_seconds: float = Field(default=5.0, gt=0)
+    #: Fail a running EvalJob that made no progress (lmms-eval's bars did not move) for this many
+    #: seconds, counted from its last progress or else from its start; unset: never.
+    hung_after_seconds: int | None = Field(default=None, ge=1)
+    #: Port of the operator's Prometheus /metrics (0: not served).
+    metrics_port: int = Field(default=9090, ge=0, le=65535)
 
     @field_validator("namespaces", "image_pull_secrets", mode="before")
     @classmethod
