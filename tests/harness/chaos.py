@@ -355,6 +355,8 @@ class Soak:
                         client.cancel_job(submission.name)
                 return
             except (httpx.TransportError, EvalServerError) as error:
+                if isinstance(error, EvalServerError) and "already cancelled" in str(error.detail):
+                    return  # an earlier try went through, its answer did not (a 503 after the write)
                 if isinstance(error, EvalServerError) and error.response.status_code < 500:
                     self.errors.append(f"cancelling {submission.name}: {error}")
                     return
