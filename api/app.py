@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from evalkube import __version__
 from evalkube.api import errors
 from evalkube.api.request_guards import RequestGuards
+from evalkube.api.request_metrics import RequestMetrics
 from evalkube.api.routers import catalog, health, jobs, logs, merge, metrics, queue
 from evalkube.api.settings import ApiSettings
 from evalkube.api.state import ApiState
@@ -44,6 +45,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     )
     errors.install(app)
     app.add_middleware(RequestGuards, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestMetrics)  # outermost: it counts the guards' refusals too
     for module in (health, jobs, logs, queue, catalog, merge, metrics):
         app.include_router(module.router)
     return app

@@ -466,11 +466,36 @@ def test_ingress_and_service_monitor() -> None:
     (rule,) = ingress["spec"]["rules"]
     assert rule["host"] == "evalkube.example.com"
     assert rule["http"]["paths"][0]["backend"]["service"] == {"name": f"{FULLNAME}-api", "port": {"name": "http"}}
-    (monitor,) = find(docs, "ServiceMonitor")
+    (monitor,) = find(docs, "ServiceMonitor", f"{FULLNAME}-api")
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
     assert monitor["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "15s"}]
-    (service,) = find(docs, "Service")
+    (service,) = find(docs, "Service", f"{FULLNAME}-api")
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+
+
+def test_the_operators_metrics_are_scraped_and_a_dashboard_ships() -> None:
+    """The operator's /metrics port (EVALKUBE_METRICS_PORT's default) behind a Service of its own,
+    a ServiceMonitor on it, and the Grafana dashboard as valid JSON querying both components."""
+    docs = render("-f", str(CHART / "ci" / "ingress-monitoring-values.yaml"))
+    (monitor,) = find(docs, "ServiceMonitor", f"{FULLNAME}-operator")
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    assert monitor["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "15s"}]
+    (service,) = find(docs, "Service", f"{FULLNAME}-operator-metrics")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    pod_labels = deployment(docs, "operator")["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    from evalkube.operator.settings import OperatorSettings
+
+    assert service["spec"]["ports"][0]["targetPort"] == OperatorSettings.model_fields["metrics_port"].default
+    (dashboard,) = find(docs, "ConfigMap", f"{FULLNAME}-dashboard")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"  # what Grafana's sidecar selects
+    queries = " ".join(
+        t["expr"] for p in json.loads(dashboard["data"]["evalkube.json"])["panels"] for t in p["targets"]
+    )
+    for metric in ("evalkube_evaljobs", "evalkube_api_requests_total", "evalkube_operator_reconciles_total",
+                   "evalkube_evaljob_queue_wait_seconds_bucket", "evalkube_evaljob_failures_total"):  # fmt: skip
+        assert metric in queries
+    assert not find(render(), "ServiceMonitor") and not find(render(), "ConfigMap", f"{FULLNAME}-dashboard")
 
 
 def test_notes_tell_how_to_reach_the_api_and_submit() -> None:
@@ -495,6 +520,8 @@ OPERATOR_NEEDS = [  # (verb, group, resource, subresource); tests/test_rbac_reco
 API_NEEDS = [
     *[(v, "evalkube.dev", "evaljobs", "") for v in ("get", "list", "watch", "create", "patch")],
     *[(v, "", "configmaps", "") for v in ("get", "list", "watch")],
+    ("list", "", "pods", ""),  # GET /jobs/{id}/logs: the evaluator pod by its label,
+    ("get", "", "pods", "log"),  # and its log
 ]
 EVALUATOR_NEEDS = [(v, "", "configmaps", "") for v in ("create", "update")]
 

@@ -53,12 +53,6 @@ UNEXERCISED: dict[tuple[str, Grant], str] = {
     ): "the operator's Jobs carry an ownerReference with blockOwnerDeletion; where the "
     "OwnerReferencesPermissionEnforcement admission plugin runs (OpenShift) that needs update "
     "on the owner's finalizers. The emulator runs no admission plugins.",
-    (
-        "operator",
-        ("create", "", "events", ""),
-    ): "kopf posts a core/v1 Event (create, never patch) for each warning or error it logs about "
-    "an object (posting.level WARNING), e.g. a handler that raised; the reconciler handles its "
-    "own errors, so a healthy run posts none.",
 }
 
 CATALOG = {"tasks": ["mme", "mmmu_val"], "models": ["huggingface", "llava"]}

@@ -15,8 +15,10 @@ from typing import Any
 import kopf
 
 from evalkube import resource
+from evalkube.operator import metrics
 from evalkube.operator.progress import RunningEvalJobs, poll_running
 from evalkube.operator.reconcile import Reconciler
+from evalkube.operator.settings import OperatorSettings
 
 CHILD_SELECTOR = {resource.LABEL_MANAGED_BY: resource.MANAGED_BY}
 
@@ -85,6 +87,17 @@ async def start_resync(memo: kopf.Memo, **_: Any) -> None:
                 await reconciler.resync(memo.shared.views)
 
     memo.resync_task = asyncio.create_task(loop(), name="evalkube-resync")
+
+
+@kopf.on.startup()
+def serve_metrics(logger: kopf.Logger, **_: Any) -> None:
+    """The operator's own /metrics (EVALKUBE_METRICS_PORT). A port already taken (a second replica
+    on one host) costs the metrics, never the operator."""
+    port = OperatorSettings().metrics_port
+    try:
+        metrics.serve(port)
+    except OSError as error:
+        logger.warning("not serving /metrics on port %d: %s", port, error)
 
 
 @kopf.on.startup()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from pydantic import ValidationError
 from evalkube import resource
 from evalkube.kube import api_message, or_none
 from evalkube.mapping import describe_errors, now_rfc3339, parse_spec
+from evalkube.operator import events, metrics
 from evalkube.operator.cluster import Cluster
 from evalkube.operator.jobspec import build_job
 from evalkube.operator.observe import Observation, lacks_exit_details, observe
@@ -81,15 +83,18 @@ class Reconciler:
 
     async def reconcile(self, namespace: str, name: str, views: Views, job_deleted: bool = False) -> bool:
         """Bring one EvalJob up to date; False if it failed (logged; the next resync retries it)."""
+        started = time.perf_counter()
         try:
             await self._reconcile_locked(namespace, name, views, job_deleted)
         except Exception:
+            metrics.reconciled(started, ok=False)
             log.exception(
                 "reconciling EvalJob %s/%s failed; retrying within %ss", namespace, name, self.settings.resync_seconds
             )
             self._failed[(namespace, name)] = self._failed.get((namespace, name), False) or job_deleted
             return False
         self._failed.pop((namespace, name), None)
+        metrics.reconciled(started, ok=True)
         return True
 
     async def resync(self, views: Views) -> int:
@@ -291,6 +296,7 @@ class Reconciler:
         meta = evaljob["metadata"]
         patched = await self.cluster.patch_evaljob_status(meta["namespace"], meta["name"], changes)
         if patched is not None:
+            await events.phase_changed(self.cluster, evaljob, changes)  # an Event if the phase changed
             evaljob["status"] = patched.get("status") or {}
             self._memory.setdefault((meta["namespace"], meta["name"]), _Memory()).written = stored_state(evaljob)
             error = (changes.get("error") or "").split("\n", 1)[0]
