@@ -523,7 +523,7 @@ API_NEEDS = [
     ("list", "", "pods", ""),  # GET /jobs/{id}/logs: the evaluator pod by its label,
     ("get", "", "pods", "log"),  # and its log
 ]
-EVALUATOR_NEEDS = [(v, "", "configmaps", "") for v in ("create", "update")]
+EVALUATOR_NEEDS = [(v, "", "configmaps", "") for v in ("create", "update", "patch")]
 
 
 def granted(rules: list[dict[str, Any]]) -> set[tuple[str, str, str, str]]:

@@ -53,7 +53,13 @@ def put_configmap(
     labels: Mapping[str, str],
     owner_references: list[dict[str, Any]] | None = None,
 ) -> None:
-    """Create the ConfigMap, or replace it whole if it exists with the same owner (uid); NotOurs if not."""
+    """Create the ConfigMap, or replace it whole if it exists; NotOurs when `owner_references` are
+    given and the existing one's first owner is not theirs.
+
+    An owned ConfigMap is replaced by one JSON patch whose first operation tests the owner's uid,
+    so the apiserver itself refuses (422) to touch another's, and the pod needs no right to read
+    ConfigMaps (its Role grants create and patch only).
+    """
     metadata: dict[str, Any] = {"name": name, "namespace": namespace, "labels": dict(labels)}
     if owner_references:
         metadata["ownerReferences"] = owner_references
@@ -65,15 +71,24 @@ def put_configmap(
         except ApiException as error:
             if error.status != 409:
                 raise
-            existing = api.read_namespaced_config_map(name, namespace)
-            theirs = {ref.uid for ref in existing.metadata.owner_references or []}
-            ours = {ref["uid"] for ref in owner_references or []}
-            if ours and not ours & theirs:
+            if not owner_references:
+                api.replace_namespaced_config_map(name, namespace, body)
+                return
+            uid = owner_references[0]["uid"]
+            patch = [
+                {"op": "test", "path": "/metadata/ownerReferences/0/uid", "value": uid},
+                {"op": "add", "path": "/metadata/labels", "value": dict(labels)},
+                {"op": "add", "path": "/data", "value": dict(data)},
+            ]
+            try:
+                api.patch_namespaced_config_map(name, namespace, patch)
+            except ApiException as patch_error:
+                if patch_error.status != 422:
+                    raise
                 raise NotOurs(
-                    f"ConfigMap {namespace}/{name} exists and is not owned by uid {', '.join(sorted(ours))}; "
+                    f"ConfigMap {namespace}/{name} exists and is not owned by uid {uid}; "
                     "refusing to adopt it (was it created by someone else?)"
                 ) from None
-            api.replace_namespaced_config_map(name, namespace, body)
 
     _with_retries(create_or_replace)
 
