@@ -13,7 +13,9 @@ from fastapi import Depends, HTTPException, Request
 
 from evalkube.api.catalog import CatalogSource
 from evalkube.api.evaljobs import EvalJobs
+from evalkube.api.merges import Merges
 from evalkube.api.name_checks import NameChecks
+from evalkube.api.settings import ApiSettings
 from evalkube.api.state import ApiState
 
 
@@ -49,3 +51,31 @@ async def name_checks(state: StateDep) -> NameChecks:
 
 
 NameChecksDep = Annotated[NameChecks, Depends(name_checks)]
+
+
+async def mounts(state: StateDep) -> list[str]:
+    """The paths evaluator pods have user data under: where a request's absolute paths may point."""
+    return state.mounts
+
+
+MountsDep = Annotated[list[str], Depends(mounts)]
+
+
+async def merges(state: StateDep) -> Merges:
+    """The CheckpointMerges, once their cache holds a first LIST."""
+    if not state.merges.cache.synced:
+        raise HTTPException(
+            status_code=503,
+            detail=f"CheckpointMerges have not been loaded from Kubernetes yet ({state.merges.cache.error or 'loading'})",
+        )
+    return state.merges
+
+
+MergesDep = Annotated[Merges, Depends(merges)]
+
+
+async def settings(state: StateDep) -> ApiSettings:
+    return state.settings
+
+
+SettingsDep = Annotated[ApiSettings, Depends(settings)]

@@ -7,8 +7,12 @@ component that writes the catalog, hence no API_ in it).
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing import Annotated, Any
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from evalkube.volumes import SharedVolume, mount_paths, parse_shared_volumes
 
 
 class ApiSettings(BaseSettings):
@@ -36,6 +40,26 @@ class ApiSettings(BaseSettings):
     watch_timeout_seconds: int = Field(
         default=300, ge=1, description="Server-side lifetime of one watch request; the cache then resumes it"
     )
+    shared_volumes: Annotated[list[SharedVolume], NoDecode] = Field(
+        default_factory=list,
+        validation_alias=AliasChoices("EVALKUBE_SHARED_VOLUMES", "shared_volumes"),
+        description="The operator's shared volumes (the same JSON): absolute request paths must lie under one",
+    )
+    model_cache_pvc: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("EVALKUBE_MODEL_CACHE_PVC", "model_cache_pvc"),
+        description="Set when evaluator pods mount the model cache at /cache (the operator's setting)",
+    )
+    artifacts_pvc: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("EVALKUBE_ARTIFACTS_PVC", "artifacts_pvc"),
+        description="Set when evaluator pods mount the artifacts volume at /artifacts (the operator's setting)",
+    )
+    merge_wait_seconds: float = Field(
+        default=1800.0,
+        ge=0,
+        description="How long POST /merge waits for its CheckpointMerge, as lmms-eval's call is synchronous",
+    )
     startup_sync_seconds: float = Field(
         default=10.0,
         ge=0,
@@ -46,3 +70,14 @@ class ApiSettings(BaseSettings):
         ge=1024,
         description="Largest request body accepted (413 above it); an EvalJob must fit in one etcd object anyway",
     )
+
+    @field_validator("shared_volumes", mode="before")
+    @classmethod
+    def _volumes(cls, value: Any) -> Any:
+        return parse_shared_volumes(value)
+
+    def mount_paths(self) -> list[str]:
+        """Every path evaluator pods have user data under (the operator's view, from the same settings)."""
+        return mount_paths(
+            self.shared_volumes, model_cache=bool(self.model_cache_pvc), artifacts=bool(self.artifacts_pvc)
+        )

@@ -16,6 +16,7 @@ from evalkube import kube, resource
 from evalkube.api.cache import WatchCache
 from evalkube.api.catalog import CatalogSource
 from evalkube.api.evaljobs import EvalJobs
+from evalkube.api.merges import Merges
 from evalkube.api.name_checks import NameChecks
 from evalkube.api.reachability import Reachability
 from evalkube.api.settings import ApiSettings
@@ -36,6 +37,10 @@ class ApiState:
     catalog: CatalogSource
     name_checks: NameChecks
     reachability: Reachability
+    mounts: list[str]
+    merges: Merges
+    merges_cache: WatchCache
+    settings: ApiSettings
 
     @classmethod
     def open(cls, settings: ApiSettings) -> ApiState:
@@ -56,8 +61,16 @@ class ApiState:
             field_selector=f"metadata.name={settings.catalog_configmap}",
             watch_timeout_seconds=settings.watch_timeout_seconds,
         )
+        merges_cache = WatchCache(
+            functools.partial(
+                custom.list_namespaced_custom_object, resource.GROUP, resource.VERSION, namespace, resource.MERGE_PLURAL
+            ),
+            what="checkpointmerges",
+            watch_timeout_seconds=settings.watch_timeout_seconds,
+        )
         jobs_cache.start()
         catalog_cache.start()
+        merges_cache.start()
         catalog = CatalogSource(catalog_cache, settings.catalog_configmap, namespace)
         timeout = settings.kube_timeout_seconds
         return cls(
@@ -68,16 +81,21 @@ class ApiState:
             catalog=catalog,
             name_checks=NameChecks(catalog, core, namespace, timeout),
             reachability=Reachability(VersionApi(client), settings.health_timeout_seconds),
+            mounts=settings.mount_paths(),
+            merges=Merges(custom, merges_cache, namespace, timeout),
+            merges_cache=merges_cache,
+            settings=settings,
         )
 
     def wait_synced(self, timeout: float) -> None:
         """Block until both caches hold a first LIST, or `timeout` seconds pass."""
         deadline = time.monotonic() + timeout
-        for cache in (self.jobs_cache, self.catalog_cache):
+        for cache in (self.jobs_cache, self.catalog_cache, self.merges_cache):
             cache.wait_synced(max(0.0, deadline - time.monotonic()))
 
     def close(self) -> None:
         """Stop both watches and close the connections."""
         self.jobs_cache.stop()
         self.catalog_cache.stop()
+        self.merges_cache.stop()
         self.client.close()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from types import TracebackType
 from typing import Any, Literal
 
@@ -88,10 +88,13 @@ def _json(response: httpx.Response) -> Any:
     return response.json()
 
 
-def _evaluate_body(fields: dict[str, Any], custom_tasks: str | None) -> dict[str, Any]:
+def _evaluate_body(fields: dict[str, Any], custom_tasks: str | None, defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """The POST /evaluate body: the given fields, the client's defaults for the ones not given."""
+    fields = {**fields, "custom_tasks": custom_tasks}
+    fields.update({name: value for name, value in defaults.items() if fields.get(name) is None})
     body = {name: value for name, value in fields.items() if value is not None}
-    if custom_tasks is not None:
-        body["custom_tasks"] = {"config_map": custom_tasks}
+    if isinstance(body.get("custom_tasks"), str):
+        body["custom_tasks"] = {"config_map": body["custom_tasks"]}
     return body
 
 
@@ -122,10 +125,22 @@ def _finished(job: dict[str, Any], verbose: bool) -> bool:
 class EvalClient:
     """Client of the evalkube API (and of lmms-eval's own server: the methods are the same)."""
 
-    def __init__(self, base_url: str = "http://localhost:8000", timeout: float | None = None) -> None:
-        """`timeout`: seconds per HTTP request; None waits for ever (lmms-eval's default)."""
+    def __init__(
+        self,
+        base_url: str = "http://localhost:8000",
+        timeout: float | None = None,
+        *,
+        defaults: Mapping[str, Any] | None = None,
+    ) -> None:
+        """`timeout`: seconds per HTTP request; None waits for ever (lmms-eval's default).
+
+        `defaults`: request fields every `evaluate` sends unless it gives them itself (e.g.
+        `{"priority": 5, "custom_tasks": "my-tasks"}`), for callers that only know lmms-eval's
+        arguments, such as lmms-engine's EvalServerBackend.
+        """
         self.base_url = base_url.rstrip("/")
         self.client = httpx.Client(timeout=timeout)
+        self.defaults = dict(defaults or {})
 
     def __enter__(self) -> EvalClient:
         return self
@@ -200,24 +215,29 @@ class EvalClient:
         tolerations: list[dict[str, Any]] | None = None,
         custom_tasks: str | None = None,
         allow_online: bool | None = None,
+        lmms_engine_kwargs: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Submit an evaluation; returns job_id, status, position_in_queue and message at once.
 
         The keyword-only arguments are evalkube's: `priority` (higher runs first),
         `timeout_seconds`, `image`, `resources`, `node_selector`, `tolerations` for the evaluator
-        pod, `custom_tasks` (name of a ConfigMap holding task YAML) and `allow_online`.
+        pod, `custom_tasks` (name of a ConfigMap holding task YAML), `allow_online`, and
+        `lmms_engine_kwargs` (`{"model_path", "checkpoint_type", "output_path"}`: merge that
+        FSDP2-sharded checkpoint first, as lmms-engine's EvalServerBackend asks).
         """
         fields = dict(
             model=model, tasks=tasks, model_args=model_args, num_fewshot=num_fewshot, batch_size=batch_size,
             device=device, limit=limit, gen_kwargs=gen_kwargs, log_samples=log_samples, predict_only=predict_only,
             num_gpus=num_gpus, output_dir=output_dir, priority=priority, timeout_seconds=timeout_seconds,
             image=image, resources=resources, node_selector=node_selector, tolerations=tolerations,
-            allow_online=allow_online,
+            allow_online=allow_online, lmms_engine_kwargs=lmms_engine_kwargs,
         )  # fmt: skip
-        return self._request_retrying("POST", "/evaluate", **_idempotent(_evaluate_body(fields, custom_tasks)))
+        return self._request_retrying(
+            "POST", "/evaluate", **_idempotent(_evaluate_body(fields, custom_tasks, self.defaults))
+        )
 
     def get_job(self, job_id: str) -> dict[str, Any]:
-        """The job's JobInfo: status, times, and once completed the metrics (`result`)."""
+        """The job's JobInfo: status, times, and once completed `result` (lmms-eval's paths) and `metrics`."""
         return self._request("GET", f"/jobs/{job_id}")
 
     def cancel_job(self, job_id: str) -> dict[str, Any]:
@@ -250,9 +270,15 @@ class EvalClient:
         output_path: str | None = None,
         checkpoint_type: Literal["regular", "ema"] = "regular",
     ) -> dict[str, Any]:
-        """POST /merge (not implemented by evalkube yet: raises EvalServerError, 501)."""
+        """POST /merge: merge a sharded checkpoint in a CPU-only Job and wait for it (within the
+        server's bound; past it `success` is False and `merge_id` names the merge to follow with
+        get_merge). A missing checkpoint raises EvalServerError 404, a wrong layout 400."""
         body = {"checkpoint_path": checkpoint_path, "output_path": output_path, "checkpoint_type": checkpoint_type}
         return self._request("POST", "/merge", json=body)
+
+    def get_merge(self, merge_id: str) -> dict[str, Any]:
+        """A merge's state (GET /merges/{id}): status, and merged_path once completed."""
+        return self._request("GET", f"/merges/{merge_id}")
 
     def get_logs(self, job_id: str, tail_lines: int | None = None, since_seconds: int | None = None) -> str:
         """The evaluator pod's log (GET /jobs/{id}/logs); once the pod is gone, the log tail the job kept.
@@ -291,9 +317,17 @@ class EvalClient:
 class AsyncEvalClient:
     """The asyncio twin of EvalClient: the same methods, awaited."""
 
-    def __init__(self, base_url: str = "http://localhost:8000", timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str = "http://localhost:8000",
+        timeout: float | None = None,
+        *,
+        defaults: Mapping[str, Any] | None = None,
+    ) -> None:
+        """See EvalClient."""
         self.base_url = base_url.rstrip("/")
         self.client = httpx.AsyncClient(timeout=timeout)
+        self.defaults = dict(defaults or {})
 
     async def __aenter__(self) -> AsyncEvalClient:
         return self
@@ -372,6 +406,7 @@ class AsyncEvalClient:
         tolerations: list[dict[str, Any]] | None = None,
         custom_tasks: str | None = None,
         allow_online: bool | None = None,
+        lmms_engine_kwargs: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """See EvalClient.evaluate."""
         fields = dict(
@@ -379,9 +414,11 @@ class AsyncEvalClient:
             device=device, limit=limit, gen_kwargs=gen_kwargs, log_samples=log_samples, predict_only=predict_only,
             num_gpus=num_gpus, output_dir=output_dir, priority=priority, timeout_seconds=timeout_seconds,
             image=image, resources=resources, node_selector=node_selector, tolerations=tolerations,
-            allow_online=allow_online,
+            allow_online=allow_online, lmms_engine_kwargs=lmms_engine_kwargs,
         )  # fmt: skip
-        return await self._request_retrying("POST", "/evaluate", **_idempotent(_evaluate_body(fields, custom_tasks)))
+        return await self._request_retrying(
+            "POST", "/evaluate", **_idempotent(_evaluate_body(fields, custom_tasks, self.defaults))
+        )
 
     async def get_job(self, job_id: str) -> dict[str, Any]:
         """See EvalClient.get_job."""
@@ -417,6 +454,10 @@ class AsyncEvalClient:
         """See EvalClient.merge_checkpoint."""
         body = {"checkpoint_path": checkpoint_path, "output_path": output_path, "checkpoint_type": checkpoint_type}
         return await self._request("POST", "/merge", json=body)
+
+    async def get_merge(self, merge_id: str) -> dict[str, Any]:
+        """See EvalClient.get_merge."""
+        return await self._request("GET", f"/merges/{merge_id}")
 
     async def get_logs(self, job_id: str, tail_lines: int | None = None, since_seconds: int | None = None) -> str:
         """See EvalClient.get_logs."""

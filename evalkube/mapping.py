@@ -173,7 +173,7 @@ def job_info(evaljob: dict[str, Any], position_in_queue: int | None = None) -> J
         position_in_queue=position_in_queue if state is JobStatus.QUEUED else None,
         message=status.get("message"),
         progress=from_spec(JobProgress, status["progress"]) if status.get("progress") else None,
-        artifacts=status.get("artifacts"),
+        metrics=status.get("metrics"),
     )
 
 

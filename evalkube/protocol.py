@@ -56,6 +56,26 @@ Token = Annotated[
 ArgValue = Annotated[Any, _checked(validation.check_arg_value)]
 
 
+AbsolutePath = Annotated[
+    str,
+    _checked(validation.check_absolute_path),
+    Field(max_length=1024, json_schema_extra={"pattern": validation.ABSOLUTE_PATH_PATTERN}),
+]
+CheckpointType = Literal["regular", "ema"]
+
+
+class LmmsEngineKwargs(BaseModel):
+    """lmms-engine's request to merge an FSDP2-sharded checkpoint before evaluating it."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    model_path: AbsolutePath = Field(..., description="The sharded checkpoint (or its parent folder) to merge")
+    checkpoint_type: CheckpointType = Field(default="regular", description="'regular' or 'ema' weights")
+    output_path: AbsolutePath | None = Field(
+        default=None, description="Where the merged model goes; unset: into the checkpoint folder itself"
+    )
+
+
 class CustomTasks(BaseModel):
     """Task definitions brought with the job (lmms-eval task YAML and small data files)."""
 
@@ -118,11 +138,12 @@ class EvaluateRequest(BaseModel):
     log_samples: bool = Field(default=True, description="Whether to log samples")
     predict_only: bool = Field(default=False, description="Only generate predictions")
     num_gpus: int = Field(default=1, ge=0, le=64, description="GPUs for the evaluator pod; 0 runs CPU-only")
-    output_dir: Annotated[str | None, _checked(validation.check_relative_path)] = Field(
+    output_dir: Annotated[str | None, _checked(validation.check_output_dir)] = Field(
         default=None,
         max_length=1024,
-        description="Sub-directory of the artifacts volume for lmms-eval's output",
-        json_schema_extra={"pattern": validation.RELATIVE_PATH_PATTERN},
+        description="Where lmms-eval writes its output: an absolute path on a shared volume, or a "
+        "sub-directory of the artifacts volume",
+        json_schema_extra={"pattern": validation.OUTPUT_DIR_PATTERN},
     )
 
     # evalkube additions: all optional, so upstream clients never notice them.
@@ -141,6 +162,11 @@ class EvaluateRequest(BaseModel):
     )
     allow_online: bool = Field(
         default=False, description="Allow model/dataset hub downloads (only where the operator allows it too)"
+    )
+    lmms_engine_kwargs: LmmsEngineKwargs | None = Field(
+        default=None,
+        description="Merge this FSDP2-sharded checkpoint first, then evaluate the merged model (lmms-engine)",
+        json_schema_extra={SPEC_NAME: "merge"},
     )
 
 
@@ -190,13 +216,16 @@ class EvalJobStatus(BaseModel):
     job_name: str | None = None
     observed_generation: int | None = None
     progress: JobProgress | None = Field(default=None, description="How far the evaluation has come (while running)")
-    result: dict[str, Any] | None = Field(
+    metrics: dict[str, Any] | None = Field(
         default=None, description="The lmms-eval results document (results, versions, n-shot, n-samples, config, ...)"
     )
-    result_dropped: list[str] | None = Field(
+    metrics_dropped: list[str] | None = Field(
         default=None, description="Top-level keys of the results document left out to fit the size limit"
     )
-    artifacts: dict[str, Any] | None = Field(default=None, description="Where lmms-eval's output files were stored")
+    result: dict[str, Any] | None = Field(
+        default=None,
+        description="lmms-eval's result: {model_dir: {results: <path>, samples: [<paths>]}}, files on a mounted volume",
+    )
     conditions: list[Condition] | None = Field(
         default=None,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
@@ -204,7 +233,12 @@ class EvalJobStatus(BaseModel):
 
 
 class JobInfo(BaseModel):
-    """Information about a job (lmms-eval's shape; `result` holds the metrics document itself)."""
+    """Information about a job, in lmms-eval's shape.
+
+    `result` is lmms-eval's own: `{<model_dir>: {"results": <path>, "samples": [<paths>]}}`, absolute
+    paths on a volume the training pods mount too (lmms-engine opens them); `metrics` is evalkube's
+    addition, the results document itself, so no one has to open a file to read a number.
+    """
 
     job_id: str
     status: JobStatus
@@ -218,7 +252,7 @@ class JobInfo(BaseModel):
     # evalkube additions
     message: str | None = None
     progress: JobProgress | None = None
-    artifacts: dict[str, Any] | None = None
+    metrics: dict[str, Any] | None = None
 
 
 class JobSubmitResponse(BaseModel):
@@ -254,11 +288,36 @@ class HealthResponse(BaseModel):
 
 
 class MergeRequest(BaseModel):
-    """Request model for merging FSDP2 sharded checkpoints."""
+    """Request model for merging FSDP2 sharded checkpoints; also the CheckpointMerge's spec."""
 
-    checkpoint_path: str = Field(..., description="Path to sharded checkpoint directory")
-    output_path: str | None = Field(default=None, description="Output path for merged checkpoint")
-    checkpoint_type: Literal["regular", "ema"] = Field(default="regular", description="'regular' or 'ema' weights")
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    checkpoint_path: AbsolutePath = Field(..., description="Path to sharded checkpoint directory")
+    output_path: AbsolutePath | None = Field(default=None, description="Output path for merged checkpoint")
+    checkpoint_type: CheckpointType = Field(default="regular", description="'regular' or 'ema' weights")
+
+
+class MergeStatus(BaseModel):
+    """A CheckpointMerge's status: written by the operator alone."""
+
+    phase: Literal["Queued", "Running", "Completed", "Failed"] | None = None
+    message: str | None = Field(default=None, description="What the merge is doing or waiting for, in words")
+    error: str | None = Field(default=None, description="Why it failed")
+    error_code: int | None = Field(
+        default=None, description="The HTTP class of the failure, as lmms-eval answers: 404 missing, 400 invalid"
+    )
+    merged_path: str | None = Field(default=None, description="The merged Hugging Face model folder")
+    format: str | None = Field(default=None, description="The checkpoint format found: fsdp2 or dcp")
+    world_size: int | None = None
+    job_name: str | None = None
+    created_at: str | None = None
+    started_at: str | None = None
+    completed_at: str | None = None
+    observed_generation: int | None = None
+    conditions: list[Condition] | None = Field(
+        default=None,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
 
 
 class MergeResponse(BaseModel):
@@ -267,3 +326,6 @@ class MergeResponse(BaseModel):
     success: bool = Field(..., description="Whether the merge operation succeeded")
     message: str = Field(..., description="Detailed message about the merge operation")
     merged_path: str | None = Field(default=None, description="Path to the merged checkpoint if successful")
+    # evalkube additions
+    merge_id: str | None = Field(default=None, description="The CheckpointMerge resource (kubectl get ckm <id>)")
+    status: str | None = Field(default=None, description="queued, running, completed or failed")

@@ -17,6 +17,14 @@ SHORT_NAME = "ej"
 #: job_id == EvalJob metadata.name; generated names read "eval-xxxxx".
 GENERATE_NAME = "eval-"
 
+#: A checkpoint merge (POST /merge, or kubectl): its own small resource, run as a Job too.
+MERGE_KIND = "CheckpointMerge"
+MERGE_PLURAL = "checkpointmerges"
+MERGE_SINGULAR = "checkpointmerge"
+MERGE_SHORT_NAME = "ckm"
+MERGE_GENERATE_NAME = "merge-"
+LABEL_MERGE = "evalkube.dev/checkpointmerge"
+
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "evalkube"
 LABEL_EVALJOB = "evalkube.dev/evaljob"
@@ -53,7 +61,12 @@ def child_labels(evaljob: str) -> dict[str, str]:
     return {LABEL_MANAGED_BY: MANAGED_BY, LABEL_EVALJOB: evaljob}
 
 
-def owner_reference(name: str, uid: str, *, block_owner_deletion: bool = True) -> dict[str, object]:
+def merge_child_labels(merge: str) -> dict[str, str]:
+    """Labels on the Job (and its pod) of a CheckpointMerge."""
+    return {LABEL_MANAGED_BY: MANAGED_BY, LABEL_MERGE: merge}
+
+
+def owner_reference(name: str, uid: str, *, block_owner_deletion: bool = True, kind: str = KIND) -> dict[str, object]:
     """ownerReference to an EvalJob: deleting the EvalJob garbage-collects the child.
 
     blockOwnerDeletion needs `update` on evaljobs/finalizers where the OwnerReferencesPermission-
@@ -61,7 +74,7 @@ def owner_reference(name: str, uid: str, *, block_owner_deletion: bool = True) -
     """
     return {
         "apiVersion": API_VERSION,
-        "kind": KIND,
+        "kind": kind,
         "name": name,
         "uid": uid,
         "controller": True,

@@ -38,11 +38,16 @@ _SEGMENT_CHAR = rf"[^/,={_CTRL}]"
 _SEGMENT = rf"(?:[^-./,={_CTRL}]{_SEGMENT_CHAR}*|\.(?:[^./,={_CTRL}]{_SEGMENT_CHAR}*)?|\.\.{_SEGMENT_CHAR}+)"
 #: A relative path of such segments (no leading '/', no empty segment, no '..').
 RELATIVE_PATH_PATTERN = rf"^{_SEGMENT}(?:/{_SEGMENT})*$"
+#: An absolute path of such segments (a checkpoint, or an output folder on a shared volume).
+ABSOLUTE_PATH_PATTERN = rf"^(?:/{_SEGMENT})+$"
+#: output_dir: relative (inside the artifacts volume) or absolute (on a shared volume).
+OUTPUT_DIR_PATTERN = rf"^(?:{_SEGMENT}(?:/{_SEGMENT})*|(?:/{_SEGMENT})+)$"
 
 _TOKEN = re.compile(SAFE_TOKEN_PATTERN)
 _VALUE = re.compile(ARG_VALUE_PATTERN)
 _GEN_KWARGS = re.compile(GEN_KWARGS_PATTERN)
 _RELATIVE_PATH = re.compile(RELATIVE_PATH_PATTERN)
+_ABSOLUTE_PATH = re.compile(ABSOLUTE_PATH_PATTERN)
 _CONTROL = re.compile(rf"[{_CTRL}]")
 
 #: The CRD's CEL rules for model_args (patterns can't reach map keys or untyped values).
@@ -140,6 +145,30 @@ def check_gen_kwargs(field: str, text: str) -> str:
         check_token(f"{field}.{key}", key)
         check_arg_value(f"{field}.{key}", value)
     raise UnsafeValue(field, f"must be comma-separated key=value pairs (got {text!r})")
+
+
+def _why_not_path(value: str) -> str:
+    if ".." in value.split("/"):
+        return f"must not contain '..' (got {value!r})"
+    if _CONTROL.search(value):
+        return "must not contain newlines or control characters"
+    if "," in value or "=" in value:
+        return f"must not contain ',' or '=' (got {value!r})"
+    return f"must be a path of non-empty segments, none starting with '-' (got {value!r})"
+
+
+def check_absolute_path(field: str, value: str) -> str:
+    """A path on a volume: absolute, no '..', no empty segment, no ',' '=' or control characters."""
+    if _ABSOLUTE_PATH.match(value):
+        return value
+    if not value.startswith("/"):
+        raise UnsafeValue(field, f"must be an absolute path (got {value!r})")
+    raise UnsafeValue(field, _why_not_path(value))
+
+
+def check_output_dir(field: str, value: str) -> str:
+    """A relative path (inside the artifacts volume) or an absolute one (on a shared volume)."""
+    return check_absolute_path(field, value) if value.startswith("/") else check_relative_path(field, value)
 
 
 def check_relative_path(field: str, value: str) -> str:

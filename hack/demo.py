@@ -86,7 +86,7 @@ def main() -> None:
             print(f"submitted {job['job_id']}: {job['message']}")
             done = client.wait_for_job(job["job_id"], poll_interval=1.0, timeout=600, verbose=False)
         print(f"{done['job_id']} {done['status']} (started {done['started_at']}, completed {done['completed_at']})")
-        print(json.dumps(done["result"]["results"], indent=2))
+        print(json.dumps(done["metrics"]["results"], indent=2))
         print(f"kubectl-style view: the EvalJob, Job and results ConfigMap live in the emulator; logs in {work}")
     finally:
         kubelet.stop()

@@ -10,4 +10,8 @@ quiet() { "$@" 2>&1 | grep -vE "^WARNING: (Location|Ignoring version)|does not p
 export PYTHONWARNINGS="ignore:Editable installation"
 quiet .venv/bin/pip install -q --upgrade pip
 quiet .venv/bin/pip install -q -e '.[evaluator,test]'
+# lmms-engine's EvalServerBackend is the tests' judge of the training-loop contract; its own
+# dependencies (transformers<5.9, deepspeed, ...) would break lmms-eval's, and the backend needs
+# none of them (loguru and lmms-eval), so it is installed alone.
+quiet .venv/bin/pip install -q --no-deps lmms-engine==0.1.4
 .venv/bin/python -c "import evalkube.api, evalkube.operator, evalkube.runner, lmms_eval, kopf" 

@@ -65,8 +65,10 @@ def start_operator(
 
 
 @pytest.fixture
-def operator(start_operator: Callable[..., OperatorProcess]) -> OperatorProcess:
-    return start_operator(evaluator_image="evalkube/evaluator:test", max_completed_jobs=200)
+def operator(start_operator: Callable[..., OperatorProcess], shared_volumes: str) -> OperatorProcess:
+    return start_operator(
+        evaluator_image="evalkube/evaluator:test", max_completed_jobs=200, shared_volumes=shared_volumes
+    )
 
 
 @pytest.fixture(scope="session")

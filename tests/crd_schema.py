@@ -37,13 +37,17 @@ def _to_json_schema(node: Any) -> Any:
     return out
 
 
-def validator() -> jsonschema.Draft4Validator:
-    return jsonschema.Draft4Validator(_to_json_schema(openapi_schema()))
+def validator(crd: dict[str, Any] | None = None) -> jsonschema.Draft4Validator:
+    return jsonschema.Draft4Validator(_to_json_schema(openapi_schema(crd)))
 
 
-def errors(manifest: dict[str, Any]) -> list[str]:
-    """Each violation as 'path: message' (empty when the manifest is valid)."""
+def errors(manifest: dict[str, Any], crd: dict[str, Any] | None = None) -> list[str]:
+    """Each violation as 'path: message' (empty when the manifest is valid); default: the EvalJob CRD."""
     return [
         f"{'.'.join(str(part) for part in error.absolute_path)}: {error.message}"
-        for error in validator().iter_errors(manifest)
+        for error in validator(crd).iter_errors(manifest)
     ]
+
+
+def load_merge_crd() -> dict[str, Any]:
+    return yaml.safe_load((CRD_PATH.parent / "checkpointmerge.yaml").read_text())

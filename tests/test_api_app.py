@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import kubernetes
 import pytest
 
+from evalkube import resource
 from evalkube.api.server import ServerArgs
 
 pytestmark = pytest.mark.timeout(60)
@@ -16,19 +18,39 @@ def test_the_openapi_document_lists_lmms_evals_endpoints_and_metrics(http) -> No
         "/health": ["get"],
         "/evaluate": ["post"],
         "/jobs/{job_id}": ["delete", "get"],
+        "/jobs/{job_id}/logs": ["get"],
         "/queue": ["get"],
         "/tasks": ["get"],
         "/models": ["get"],
         "/merge": ["post"],
+        "/merges/{merge_id}": ["get"],
         "/metrics": ["get"],
     }
 
 
-def test_merge_is_not_implemented_yet(http) -> None:
+def test_a_merge_is_a_checkpointmerge_answered_within_the_bound(http, kube_client, namespace) -> None:
     response = http.post("/merge", json={"checkpoint_path": "/ckpt/step-100", "checkpoint_type": "ema"})
 
-    assert response.status_code == 501
-    assert "not implemented by evalkube yet" in response.json()["detail"]
+    assert response.status_code == 200  # no operator here: the API's bound (2 s in tests) passed
+    body = response.json()
+    assert (body["success"], body["status"]) == (False, "queued")
+    merge = kubernetes.client.CustomObjectsApi(kube_client).get_namespaced_custom_object(
+        resource.GROUP, resource.VERSION, namespace, resource.MERGE_PLURAL, body["merge_id"]
+    )
+    assert merge["spec"] == {"checkpointPath": "/ckpt/step-100", "checkpointType": "ema"}
+    assert http.get(f"/merges/{body['merge_id']}").json()["merge_id"] == body["merge_id"]
+    assert http.get("/merges/merge-nope").status_code == 404
+
+
+def test_a_merge_path_no_pod_mounts_is_refused_before_anything_exists(http, kube_client, namespace) -> None:
+    response = http.post("/merge", json={"checkpoint_path": "/elsewhere/step-100"})
+
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "checkpoint_path"]
+    listed = kubernetes.client.CustomObjectsApi(kube_client).list_namespaced_custom_object(
+        resource.GROUP, resource.VERSION, namespace, resource.MERGE_PLURAL
+    )
+    assert listed["items"] == []
 
 
 def test_merge_still_validates_its_body(http) -> None:

@@ -39,7 +39,7 @@ def submit(http: str, **body: Any) -> httpx.Response:
 def test_submit_creates_an_evaljob_and_answers_as_lmms_eval_does(http, kube_client, namespace) -> None:
     response = submit(
         http,
-        model_args={"pretrained": "/models/ckpt-100", "dtype": "bfloat16", "trust_remote_code": True},
+        model_args={"pretrained": "/ckpt/models/ckpt-100", "dtype": "bfloat16", "trust_remote_code": True},
         tasks=["mme", "mmmu_val"],
         batch_size="auto",
         limit=0.5,
@@ -59,7 +59,7 @@ def test_submit_creates_an_evaljob_and_answers_as_lmms_eval_does(http, kube_clie
     spec = evaljob(kube_client, namespace, answer["job_id"])["spec"]
     assert spec["model"] == "huggingface"
     assert spec["tasks"] == ["mme", "mmmu_val"]
-    assert spec["modelArgs"] == {"pretrained": "/models/ckpt-100", "dtype": "bfloat16", "trust_remote_code": True}
+    assert spec["modelArgs"] == {"pretrained": "/ckpt/models/ckpt-100", "dtype": "bfloat16", "trust_remote_code": True}
     assert (spec["batchSize"], spec["limit"], spec["numGpus"], spec["priority"]) == ("auto", 0.5, 2, 7)
 
 
@@ -148,12 +148,13 @@ def test_unknown_job_is_404(http) -> None:
 
 def test_job_info_mirrors_the_status_the_operator_writes(http, kube_client, namespace) -> None:
     job_id = submit(http).json()["job_id"]
-    result = {"results": {"mme": {"exact_match,none": 0.75}}, "versions": {"mme": 1}, "n-shot": {"mme": 0}}
+    metrics = {"results": {"mme": {"exact_match,none": 0.75}}, "versions": {"mme": 1}, "n-shot": {"mme": 0}}
+    result = {"hf": {"results": "/ckpt/eval/hf/x_results.json", "samples": ["/ckpt/eval/hf/x_samples_mme.jsonl"]}}
 
     set_status(
         kube_client, namespace, job_id,
         phase="Completed", startedAt="2026-01-01T00:00:05Z", completedAt="2026-01-01T00:01:00Z", result=result,
-        artifacts={"samples": "pvc://artifacts/eval-x"}, message="done",
+        metrics=metrics, message="done",
     )  # fmt: skip
 
     job = wait_until(
@@ -163,7 +164,7 @@ def test_job_info_mirrors_the_status_the_operator_writes(http, kube_client, name
     assert job["result"] == result
     assert (job["started_at"], job["completed_at"]) == ("2026-01-01T00:00:05Z", "2026-01-01T00:01:00Z")
     assert job["position_in_queue"] is None
-    assert job["artifacts"] == {"samples": "pvc://artifacts/eval-x"}
+    assert job["metrics"] == metrics
     assert job["message"] == "done"
 
 

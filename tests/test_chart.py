@@ -240,16 +240,20 @@ def test_every_values_key_is_typed_in_the_schema() -> None:
 # --- the chart's parts ------------------------------------------------------------------------
 
 
-def test_chart_crd_is_the_repository_crd() -> None:
-    chart_crd = (CHART / "crds" / "evaljob.yaml").read_text()
-    assert chart_crd == (REPO / "crds" / "evaljob.yaml").read_text(), (
-        "charts/evalkube/crds/evaljob.yaml differs from crds/evaljob.yaml: run `make crds`"
-    )
+def test_chart_crds_are_the_repository_crds() -> None:
+    for name in ("evaljob.yaml", "checkpointmerge.yaml"):
+        chart_crd = (CHART / "crds" / name).read_text()
+        assert chart_crd == (REPO / "crds" / name).read_text(), f"charts/evalkube/crds/{name} is stale: run `make crds`"
 
 
 def test_crds_are_rendered_with_the_chart() -> None:
     names = {d["metadata"]["name"] for d in find(render(), "CustomResourceDefinition")}
-    assert names == {"evaljobs.evalkube.dev", "clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"}
+    assert names == {
+        "evaljobs.evalkube.dev",
+        "checkpointmerges.evalkube.dev",
+        "clusterkopfpeerings.kopf.dev",
+        "kopfpeerings.kopf.dev",
+    }
 
 
 def test_images_default_to_the_app_version_which_is_the_package_version() -> None:
@@ -275,6 +279,8 @@ def test_operator_env_defaults() -> None:
         "EVALKUBE_TOLERATIONS": "[]",
         "EVALKUBE_DEFAULT_RESOURCES": "{}",
         "EVALKUBE_SHM_SIZE": "8Gi",
+        "EVALKUBE_SHARED_VOLUMES": "[]",
+        "EVALKUBE_MERGE_MEMORY": "16Gi",
         "EVALKUBE_ALLOW_ONLINE": "false",
         "EVALKUBE_MAX_COMPLETED_JOBS": "200",
         "EVALKUBE_MAX_RUNNING": "0",
@@ -337,6 +343,7 @@ def test_api_env_and_probes() -> None:
         "EVALKUBE_API_PORT": "8000",
         "EVALKUBE_API_NAMESPACE": NAMESPACE,
         "EVALKUBE_CATALOG_CONFIGMAP": "evalkube-catalog",
+        "EVALKUBE_SHARED_VOLUMES": "[]",
     }
     assert api["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
     for probe in ("readinessProbe", "livenessProbe"):
@@ -367,6 +374,35 @@ def test_api_settings_parse_the_rendered_env(monkeypatch: pytest.MonkeyPatch) ->
         "team-a",
         "my-catalog",
     )
+
+
+def test_one_shared_volumes_value_feeds_the_operator_and_the_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    from evalkube.api.settings import ApiSettings
+    from evalkube.operator.settings import OperatorSettings
+
+    volumes = '[{"claimName":"ckpt","mountPath":"/shared","readOnly":true},{"claimName":"out","mountPath":"/out","subPath":"evals"}]'
+    docs = render("--set-json", f"evaluator.sharedVolumes={volumes}", "--set", "evaluator.modelCachePVC=models")
+    for component in ("operator", "api"):
+        for key, value in env(container(docs, component)).items():
+            if isinstance(value, str):
+                monkeypatch.setenv(key, value)
+    operator, api = OperatorSettings(), ApiSettings()
+    assert operator.mount_paths() == api.mount_paths() == ["/shared", "/out", "/cache"]
+    assert [v.claim_name for v in operator.shared_volumes] == ["ckpt", "out"]
+    assert operator.shared_volumes[0].read_only and operator.shared_volumes[1].sub_path == "evals"
+
+
+def test_merge_rbac_lets_the_api_create_and_the_operator_run_checkpointmerges() -> None:
+    docs = render()
+    api_rules = [r for d in find(docs, "Role") if d["metadata"]["name"].endswith("-api") for r in d["rules"]]
+    assert {"get", "list", "watch", "create"} <= granted_verbs(api_rules, "checkpointmerges")
+    (operator_role,) = find(docs, "ClusterRole", f"{FULLNAME}-operator")
+    assert {"get", "list", "watch"} <= granted_verbs(operator_role["rules"], "checkpointmerges")
+    assert "patch" in granted_verbs(operator_role["rules"], "checkpointmerges/status")
+
+
+def granted_verbs(rules: list[dict[str, Any]], resource_name: str) -> set[str]:
+    return {verb for rule in rules if resource_name in rule.get("resources", []) for verb in rule["verbs"]}
 
 
 def test_api_namespace_may_differ_from_the_release_namespace() -> None:
@@ -512,6 +548,9 @@ OPERATOR_NEEDS = [  # (verb, group, resource, subresource); tests/test_rbac_reco
     *[(v, "evalkube.dev", "evaljobs", "") for v in ("get", "list", "watch", "delete")],
     ("patch", "evalkube.dev", "evaljobs", "status"),
     ("update", "evalkube.dev", "evaljobs", "finalizers"),
+    *[(v, "evalkube.dev", "checkpointmerges", "") for v in ("get", "list", "watch")],
+    ("patch", "evalkube.dev", "checkpointmerges", "status"),
+    ("update", "evalkube.dev", "checkpointmerges", "finalizers"),
     *[(v, "batch", "jobs", "") for v in ("create", "list", "watch", "delete")],
     *[(v, "", "pods", "") for v in ("list", "watch")],
     ("get", "", "configmaps", ""),
@@ -519,6 +558,7 @@ OPERATOR_NEEDS = [  # (verb, group, resource, subresource); tests/test_rbac_reco
 ]
 API_NEEDS = [
     *[(v, "evalkube.dev", "evaljobs", "") for v in ("get", "list", "watch", "create", "patch")],
+    *[(v, "evalkube.dev", "checkpointmerges", "") for v in ("get", "list", "watch", "create")],
     *[(v, "", "configmaps", "") for v in ("get", "list", "watch")],
     ("list", "", "pods", ""),  # GET /jobs/{id}/logs: the evaluator pod by its label,
     ("get", "", "pods", "log"),  # and its log

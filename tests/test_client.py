@@ -91,11 +91,11 @@ def test_evaluate_sends_lmms_evals_fields_and_evalkubes_extras(eval_client, kube
 
 def test_wait_for_job_returns_the_completed_job(eval_client, operator, capsys) -> None:
     job_id = eval_client.evaluate("huggingface", ["mme"])["job_id"]
-    operator(job_id, {"phase": "Running"}, {"phase": "Completed", "result": RESULT})
+    operator(job_id, {"phase": "Running"}, {"phase": "Completed", "metrics": RESULT})
 
     job = eval_client.wait_for_job(job_id, poll_interval=0.05)
 
-    assert (job["status"], job["result"]) == ("completed", RESULT)
+    assert (job["status"], job["metrics"]) == ("completed", RESULT)
     assert capsys.readouterr().out.endswith(f"Job {job_id} completed\n")
 
 
@@ -145,8 +145,8 @@ def test_errors_carry_the_servers_detail(eval_client, kube_client, namespace) ->
     with pytest.raises(EvalServerError, match=f"400 Bad Request .*: Job {job_id} already completed; nothing to cancel"):
         eval_client.cancel_job(job_id)
 
-    with pytest.raises(EvalServerError, match="501 Not Implemented .*not implemented by evalkube yet"):
-        eval_client.merge_checkpoint("/ckpt/step-100")
+    with pytest.raises(EvalServerError, match="422 Unprocessable Entity .*checkpoint_path.*lies under no volume"):
+        eval_client.merge_checkpoint("/elsewhere/step-100")
 
 
 def test_tasks_and_models_come_from_the_catalog(eval_client, http, kube_client, namespace) -> None:
@@ -200,11 +200,11 @@ async def test_fifty_concurrent_submissions_all_land_with_distinct_ids(
 async def test_the_async_client_waits_and_raises_like_the_sync_one(async_eval_client, operator) -> None:
     done = (await async_eval_client.evaluate("huggingface", ["mme"]))["job_id"]
     cancelled = (await async_eval_client.evaluate("huggingface", ["mme"]))["job_id"]
-    operator(done, {"phase": "Running"}, {"phase": "Completed", "result": RESULT})
+    operator(done, {"phase": "Running"}, {"phase": "Completed", "metrics": RESULT})
     await async_eval_client.cancel_job(cancelled)
     operator(cancelled, {"phase": "Cancelled"})
 
-    assert (await async_eval_client.wait_for_job(done, poll_interval=0.05, verbose=False))["result"] == RESULT
+    assert (await async_eval_client.wait_for_job(done, poll_interval=0.05, verbose=False))["metrics"] == RESULT
     with pytest.raises(JobCancelledError):
         await async_eval_client.wait_for_job(cancelled, poll_interval=0.05, verbose=False)
     with pytest.raises(EvalServerError, match="404 Not Found .*: Job eval-nope not found"):

@@ -11,7 +11,9 @@ from harness.api_server import set_status, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
-RESULT = {"results": {"mme": {"exact_match,none": 0.5}}, "versions": {"mme": 1}}
+METRICS = {"results": {"mme": {"exact_match,none": 0.5}}, "versions": {"mme": 1}}
+#: lmms-eval's own `result`: where the results and samples files are (lmms-engine opens them).
+RESULT = {"hf": {"results": "/ckpt/eval/hf/x_results.json", "samples": ["/ckpt/eval/hf/x_samples_mme.jsonl"]}}
 
 
 @pytest.fixture
@@ -49,7 +51,7 @@ def test_submit_get_queue_and_cancel(upstream) -> None:
 def test_wait_for_job_returns_results_and_raises_on_failure(upstream, kube_client, namespace) -> None:
     done = upstream.evaluate(model="huggingface", tasks=["mme"])["job_id"]
     failed = upstream.evaluate(model="huggingface", tasks=["mme"])["job_id"]
-    set_status(kube_client, namespace, done, phase="Completed", result=RESULT)
+    set_status(kube_client, namespace, done, phase="Completed", result=RESULT, metrics=METRICS)
     set_status(kube_client, namespace, failed, phase="Failed", error="no results file appeared")
 
     assert upstream.wait_for_job(done, poll_interval=0.05, timeout=30, verbose=False)["result"] == RESULT
@@ -57,10 +59,10 @@ def test_wait_for_job_returns_results_and_raises_on_failure(upstream, kube_clien
         upstream.wait_for_job(failed, poll_interval=0.05, timeout=30, verbose=False)
 
 
-def test_an_unhealthy_answer_and_an_unimplemented_merge_are_http_errors(upstream) -> None:
-    with pytest.raises(httpx.HTTPStatusError) as merge:
-        upstream.merge_checkpoint("/ckpt/step-100")
-    assert merge.value.response.status_code == 501
+def test_a_merge_no_one_runs_answers_in_time_and_an_unhealthy_answer_is_an_http_error(upstream) -> None:
+    merged = upstream.merge_checkpoint("/ckpt/step-100")  # no operator: the API's bound (2 s here) passes
+    assert merged["success"] is False and merged["merged_path"] is None
+    assert merged["merge_id"].startswith("merge-") and merged["merge_id"] in merged["message"]
     with pytest.raises(httpx.HTTPStatusError) as tasks:
         upstream.list_tasks()  # no catalog in this namespace
     assert tasks.value.response.status_code == 503
@@ -77,5 +79,5 @@ async def test_the_upstream_async_client(api_url, kube_client, namespace) -> Non
         wait_until(lambda: httpx.get(f"{api_url}/jobs/{running}").json()["status"] == "running", "the running phase")
         await client.cancel_job(running)  # lmms-eval's own server answers 400 here; evalkube cancels running jobs
 
-        set_status(kube_client, namespace, done, phase="Completed", result=RESULT)
+        set_status(kube_client, namespace, done, phase="Completed", result=RESULT, metrics=METRICS)
         assert (await client.wait_for_job(done, poll_interval=0.05, verbose=False))["result"] == RESULT

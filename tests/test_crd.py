@@ -9,7 +9,7 @@ import yaml
 
 from evalkube import resource, validation
 
-from crd_schema import ROOT, errors, load_crd, openapi_schema
+from crd_schema import ROOT, errors, load_crd, load_merge_crd, openapi_schema
 
 
 def evaljob(**spec: object) -> dict:
@@ -104,6 +104,20 @@ def test_invalid_specs_are_rejected_naming_the_field(manifest: dict, field: str)
     found = errors(manifest)
     assert found, "expected a schema violation"
     assert any(error.startswith(field) for error in found), found
+
+
+def test_merge_examples_are_valid_checkpointmerges() -> None:
+    crd = load_merge_crd()
+    assert crd["spec"]["names"]["shortNames"] == [resource.MERGE_SHORT_NAME]
+    documents = [
+        doc for path in sorted((ROOT / "examples").glob("*.yaml")) for doc in yaml.safe_load_all(path.read_text())
+    ]
+    merges = [doc for doc in documents if doc and doc.get("kind") == resource.MERGE_KIND]
+    assert merges, "examples/ must show a CheckpointMerge"
+    for document in merges:
+        assert errors(document, crd) == []
+    bad = {**merges[0], "spec": {"checkpointPath": "relative/path", "checkpointType": "fp8"}}
+    assert {error.split(":")[0] for error in errors(bad, crd)} == {"spec.checkpointPath", "spec.checkpointType"}
 
 
 def test_examples_are_valid_evaljobs() -> None:

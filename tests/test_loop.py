@@ -17,19 +17,19 @@ pytestmark = pytest.mark.usefixtures("operator")
 
 
 def test_submit_run_complete_and_read_the_metrics(eval_client: EvalClient, cluster: Any, kubelet: Any) -> None:
-    job = eval_client.evaluate(model="huggingface", tasks=["mme"], model_args={"pretrained": "/models/ckpt-100"})
+    job = eval_client.evaluate(model="huggingface", tasks=["mme"], model_args={"pretrained": "/ckpt/models/ckpt-100"})
     assert job["status"] == "queued"
     name = job["job_id"]
 
     kubelet.wait_for_pod(name)  # the operator made a Job, the Job controller a pod
-    assert cluster.evaljob(name)["spec"]["modelArgs"] == {"pretrained": "/models/ckpt-100"}
+    assert cluster.evaljob(name)["spec"]["modelArgs"] == {"pretrained": "/ckpt/models/ckpt-100"}
     kubelet.start_container(name)
     cluster.wait(lambda: eval_client.get_job(name)["status"] == "running", what="running through REST")
 
     kubelet.finish(name, 0, results=RESULTS)
     done = eval_client.wait_for_job(name, poll_interval=0.05, timeout=30, verbose=False)
     assert done["status"] == "completed"
-    assert done["result"] == RESULTS
+    assert done["metrics"] == RESULTS
     assert done["started_at"] and done["completed_at"]
 
 
@@ -98,6 +98,6 @@ async def test_fifty_concurrent_submissions_all_end_right(
         if index % 5 == 4:
             assert job["status"] == "failed" and f"bad checkpoint {index}" in job["error"]
         else:
-            assert job["status"] == "completed" and job["result"]["results"]["mme"]["exact_match,none"] == index / 100
+            assert job["status"] == "completed" and job["metrics"]["results"]["mme"]["exact_match,none"] == index / 100
     assert len(cluster.batch.list_namespaced_job(cluster.namespace).items) == 50
     assert {cluster.status(name)["phase"] for name in names} == {Phase.COMPLETED, Phase.FAILED}

@@ -69,8 +69,8 @@ def test_a_real_evaluation_comes_back_with_its_metric(eval_client: EvalClient, p
 
     assert done["status"] == "completed"
     assert done["created_at"] <= done["started_at"] < done["completed_at"]  # lmms-eval ran for seconds
-    assert done["result"]["results"][TASK_NAME][METRIC_KEY] == 1.0  # the tiny model was trained to answer all
-    assert done["result"]["n-samples"][TASK_NAME]["effective"] == 5
+    assert done["metrics"]["results"][TASK_NAME][METRIC_KEY] == 1.0  # the tiny model was trained to answer all
+    assert done["metrics"]["n-samples"][TASK_NAME]["effective"] == 5
     assert done["request"]["custom_tasks"] == {"config_map": tasks_config_map}
     assert "lmms_eval" in pods.logs[name].read_text()  # lmms-eval's own output reached the container log
     assert cluster.config_map(f"{name}-result") is not None

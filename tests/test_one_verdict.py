@@ -24,7 +24,7 @@ BASE = {"model": "huggingface", "tasks": ["mme"], "num_gpus": 0}
 
 GOOD: list[dict[str, Any]] = [
     {},
-    {"model_args": {"pretrained": "/models/ckpt-100", "dtype": "bfloat16", "max_pixels": 12845056, "flash": True}},
+    {"model_args": {"pretrained": "/ckpt/models/ckpt-100", "dtype": "bfloat16", "max_pixels": 12845056, "flash": True}},
     {"model_args": {"pretrained": "Qwen/Qwen2.5-VL-7B-Instruct", "gpu_memory_utilization": 0.8, "x": None}},
     {"tasks": ["mmmu_val", "mme", "a b"]},
     {"batch_size": 8},
@@ -64,7 +64,8 @@ HOSTILE: list[dict[str, Any]] = [
     {"gen_kwargs": "stop=--x"},
     {"gen_kwargs": "temperature=0, max_new_tokens=5"},
     {"gen_kwargs": "a=b=c"},
-    {"output_dir": "/etc"},
+    {"output_dir": "/shared/../etc"},
+    {"output_dir": "/a//b"},
     {"output_dir": "../../x"},
     {"output_dir": "a/../../x"},
     {"output_dir": "a=b"},

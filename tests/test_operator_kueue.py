@@ -29,4 +29,4 @@ def test_kueue_admits_the_suspended_job_and_the_evaljob_runs(
     kubelet.run_pod(name)
     cluster.wait_phase(name, Phase.RUNNING)
     kubelet.finish(name, 0, results=RESULTS)
-    assert cluster.wait_phase(name, Phase.COMPLETED)["result"] == RESULTS
+    assert cluster.wait_phase(name, Phase.COMPLETED)["metrics"] == RESULTS

@@ -64,7 +64,7 @@ def test_full_lifecycle_to_completed_with_the_metrics(cluster: Any, kubelet: Any
 
     kubelet.finish(name, 0, results=RESULTS)
     done = cluster.wait_phase(name, Phase.COMPLETED)
-    assert done["result"] == RESULTS
+    assert done["metrics"] == RESULTS
     assert done["completedAt"]
     assert done["startedAt"] == running["startedAt"]  # when the container started, not when it ended
     assert done["message"] == "evaluation completed"
@@ -185,7 +185,7 @@ def test_large_results_are_bounded_in_status(cluster: Any, kubelet: Any) -> None
     big = {**RESULTS, "configs": {"mme": {"prompt": "x" * 400_000}}}
     kubelet.finish(name, 0, results=big)
     done = cluster.wait_phase(name, Phase.COMPLETED)
-    assert done["result"]["results"] == RESULTS["results"]
-    assert "configs" not in done["result"]
-    assert done["resultDropped"] == ["configs"]
-    assert len(json.dumps(done["result"])) < 256 * 1024
+    assert done["metrics"]["results"] == RESULTS["results"]
+    assert "configs" not in done["metrics"]
+    assert done["metricsDropped"] == ["configs"]
+    assert len(json.dumps(done["metrics"])) < 256 * 1024

@@ -139,11 +139,23 @@ def test_admission_creates_the_job_and_records_it(cluster: RecordingCluster) -> 
 
 
 def test_a_spec_the_runner_would_refuse_fails_at_admission_without_a_job(cluster: RecordingCluster) -> None:
-    add(cluster, evaljob("bad", outputDir="/etc"))
+    add(cluster, evaljob("bad", outputDir="a/../../etc"))
     run(reconciler(cluster).reconcile(NS, "bad", FakeViews(cluster)))
     assert cluster.created() == []
     assert status(cluster, "bad")["phase"] == Phase.FAILED
-    assert status(cluster, "bad")["error"].startswith("invalid spec: outputDir: must be a relative path")
+    assert status(cluster, "bad")["error"].startswith("invalid spec: outputDir: must be a relative path without '..'")
+
+
+def test_a_path_no_pod_mounts_fails_at_admission_naming_the_field(cluster: RecordingCluster) -> None:
+    add(cluster, evaljob("far", outputDir="/elsewhere/out", modelArgs={"pretrained": "/shared/ckpt"}))
+    add(cluster, evaljob("near", outputDir="/shared/run1/eval", modelArgs={"pretrained": "/shared/ckpt"}))
+    operator = reconciler(cluster, shared_volumes='[{"claimName": "ckpt", "mountPath": "/shared"}]')
+    run(operator.reconcile(NS, "far", FakeViews(cluster)))
+    run(operator.reconcile(NS, "near", FakeViews(cluster)))
+    assert cluster.created() == ["near"]
+    assert status(cluster, "far")["error"] == (
+        "spec.outputDir: '/elsewhere/out' lies under no volume the evaluator pods mount; mounted: /shared"
+    )
 
 
 def test_with_max_running_the_highest_priority_then_oldest_is_admitted(cluster: RecordingCluster) -> None:

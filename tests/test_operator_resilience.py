@@ -26,7 +26,7 @@ def test_restart_in_the_middle_of_a_job_resumes_it(
     operator.wait_ready()
 
     done = cluster.wait_phase(name, Phase.COMPLETED)
-    assert done["result"] == RESULTS
+    assert done["metrics"] == RESULTS
     assert cluster.job(name).metadata.uid == job_uid  # the same Job: nothing was re-created or re-run
 
 

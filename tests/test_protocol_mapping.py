@@ -58,7 +58,7 @@ def test_a_stored_spec_parses_with_the_api_rules() -> None:
     assert parsed.custom_tasks is not None and parsed.custom_tasks.config_map == "my-tasks"
     assert parsed.cancel_requested is True
     with pytest.raises(ValidationError) as raised:
-        mapping.parse_spec({**spec, "outputDir": "/etc"})
+        mapping.parse_spec({**spec, "outputDir": "a/../../etc"})
     assert raised.value.errors()[0]["loc"] == ("output_dir",)
 
 
@@ -128,18 +128,22 @@ def test_job_info_carries_the_metrics_and_times() -> None:
             "phase": "Completed",
             "startedAt": "2026-01-01T00:01:00Z",
             "completedAt": "2026-01-01T00:02:00Z",
-            "result": {"results": {"mme": {"exact_match,none": 0.5}}},
-            "artifacts": {"directory": "/artifacts/x"},
+            "metrics": {"results": {"mme": {"exact_match,none": 0.5}}},
+            "result": {
+                "hf": {"results": "/shared/x/hf/t_results.json", "samples": ["/shared/x/hf/t_samples_mme.jsonl"]}
+            },
         },
     }
     info = mapping.job_info(evaljob, position_in_queue=3)
     assert info.job_id == "eval-x"
     assert info.status is JobStatus.COMPLETED
     assert info.created_at == "2026-01-01T00:00:00Z"
-    assert info.result == {"results": {"mme": {"exact_match,none": 0.5}}}
+    assert info.metrics == {"results": {"mme": {"exact_match,none": 0.5}}}
+    assert info.result == {
+        "hf": {"results": "/shared/x/hf/t_results.json", "samples": ["/shared/x/hf/t_samples_mme.jsonl"]}
+    }
     assert info.request.num_gpus == 0 and info.request.log_samples is True
     assert info.position_in_queue is None  # only queued jobs have a position
-    assert info.artifacts == {"directory": "/artifacts/x"}
 
 
 @pytest.mark.parametrize(
@@ -159,7 +163,7 @@ def test_job_info_carries_the_metrics_and_times() -> None:
         ({"num_gpus": -1}, "num_gpus"),
         ({"limit": 0}, "limit"),
         ({"batch_size": 0}, "batch_size"),
-        ({"output_dir": "/etc"}, "output_dir"),
+        ({"output_dir": "/etc,x"}, "output_dir"),
         ({"output_dir": "../../x"}, "output_dir"),
         ({"num_gpu": 2}, "num_gpu"),
     ],

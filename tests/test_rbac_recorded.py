@@ -19,6 +19,7 @@ operator cluster-wide (no --namespace) against the default render's ClusterRole.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -53,6 +54,10 @@ UNEXERCISED: dict[tuple[str, Grant], str] = {
     ): "the operator's Jobs carry an ownerReference with blockOwnerDeletion; where the "
     "OwnerReferencesPermissionEnforcement admission plugin runs (OpenShift) that needs update "
     "on the owner's finalizers. The emulator runs no admission plugins.",
+    (
+        "operator",
+        ("update", "evalkube.dev", "checkpointmerges", "finalizers"),
+    ): "as for evaljobs/finalizers: a merge's Job has an ownerReference with blockOwnerDeletion.",
 }
 
 CATALOG = {"tasks": ["mme", "mmmu_val"], "models": ["huggingface", "llava"]}
@@ -100,6 +105,13 @@ def catalog_served(client: EvalClient) -> bool:
         return False
 
 
+def merge_names(cluster: Cluster) -> list[str]:
+    listed = cluster.custom.list_namespaced_custom_object(
+        resource.GROUP, resource.VERSION, cluster.namespace, resource.MERGE_PLURAL
+    )
+    return [item["metadata"]["name"] for item in listed["items"]]
+
+
 def run_to_running(cluster: Cluster, kubelet: FakeKubelet, name: str) -> None:
     kubelet.run_pod(name)
     cluster.wait_phase(name, Phase.RUNNING)
@@ -113,11 +125,12 @@ def test_each_serviceaccount_may_do_exactly_what_its_component_does(
     start_operator: Callable[..., OperatorProcess],
     kubelet: FakeKubelet,
     cluster: Cluster,
+    shared_volumes: str,
 ) -> None:
     first = len(kube_emulator.requests)
-    operator = start_operator(max_completed_jobs=1, max_running=1)
+    operator = start_operator(max_completed_jobs=1, max_running=1, shared_volumes=shared_volumes)
     with (
-        ApiServer(ApiSettings(namespace=namespace, kubeconfig=api_kubeconfig)) as api,
+        ApiServer(ApiSettings(namespace=namespace, kubeconfig=api_kubeconfig, shared_volumes=shared_volumes)) as api,
         EvalClient(api.url, timeout=30) as client,
         kube.api_client(kubeconfigs["evaluator"]) as pod,
     ):
@@ -171,6 +184,17 @@ def test_each_serviceaccount_may_do_exactly_what_its_component_does(
         client.cancel_job(d)
         cluster.wait_phase(d, Phase.CANCELLED)
         cluster.wait(lambda: cluster.job(d) is None, what="D's Job to be deleted")
+
+        # F: a checkpoint merge (POST /merge waits); the kubelet plays its pod, which says where it wrote.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            merging = pool.submit(client.merge_checkpoint, "/ckpt/run/checkpoint-100")
+            f = cluster.wait(lambda: next(iter(merge_names(cluster)), None), what="the CheckpointMerge")
+            kubelet.run_pod(f)
+            summary = {"merged_path": "/ckpt/run/checkpoint-100", "format": "fsdp2", "world_size": 2, "seconds": 1.0}
+            kubelet.finish(f, 0, message=json.dumps(summary))
+            assert merging.result(60)["success"] is True
+        with pytest.raises(EvalServerError, match="404"):
+            client.get_merge("merge-nope")  # not in the cache: one direct GET
 
         # A crash and restart; E then fails with the runner's message.
         operator.restart(kill=True)

@@ -115,10 +115,11 @@ def test_a_real_evaluation_lands_in_the_results_configmap(job: Callable[..., Job
     assert document["n-samples"][TASK_NAME]["effective"] == 5
     meta = json.loads(config_map.data[resource.RESULTS_META_KEY])
     output = evaljob.artifacts / evaljob.cluster.namespace / evaljob.name
-    assert meta["artifacts"]["directory"] == str(output)
-    samples = [Path(f) for f in meta["artifacts"]["files"] if "_samples_" in f]
+    ((model_dir, files),) = meta["result"].items()  # lmms-eval's own result shape: paths on the volume
+    assert Path(files["results"]).is_file() and Path(files["results"]).parent == output / model_dir
+    samples = [Path(f) for f in files["samples"]]
     assert [p.name.split("_samples_")[1] for p in samples] == [f"{TASK_NAME}.jsonl"]
-    assert all(Path(f).is_file() and Path(f).is_relative_to(output) for f in meta["artifacts"]["files"])
+    assert all(path.is_file() and path.is_relative_to(output) for path in samples)
     assert next(json.loads(line)["filtered_resps"] for line in samples[0].read_text().splitlines()) == "Paris"
     assert meta["dropped"] == [] and meta["lmmsEvalVersion"] == "0.7.3"
 

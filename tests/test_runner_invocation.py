@@ -104,7 +104,7 @@ def test_hostile_free_text_is_rejected_naming_the_field(place: str, value: str) 
         ({"logSamples": "yes"}, "logSamples"),
         ({"predictOnly": 1}, "predictOnly"),
         ({"device": 0}, "device"),
-        ({"outputDir": "/abs/path"}, "outputDir"),
+        ({"outputDir": "/abs/../path"}, "outputDir"),
         ({"outputDir": "runs/../../escape"}, "outputDir"),
         ({"outputDir": ""}, "outputDir"),
     ],

@@ -17,6 +17,7 @@ from evalkube.runner.results import (
     BUDGET_BYTES,
     configmap_data,
     find_results_file,
+    lmms_eval_result,
     load_results,
     missing_tasks,
     to_plain,
@@ -131,7 +132,9 @@ def test_absent_tasks_are_named() -> None:
 
 # -- the ConfigMap's data --------------------------------------------------------------------
 
-ARTIFACTS = {"directory": "/artifacts/ns/job", "files": ["/artifacts/ns/job/m/x_samples_mme.jsonl"]}
+ARTIFACTS = {
+    "m": {"results": "/artifacts/ns/job/m/x_results.json", "samples": ["/artifacts/ns/job/m/x_samples_mme.jsonl"]}
+}
 
 
 def test_a_small_document_is_stored_whole_with_its_metadata() -> None:
@@ -141,14 +144,14 @@ def test_a_small_document_is_stored_whole_with_its_metadata() -> None:
     assert json.loads(data[resource.RESULTS_KEY]) == doc
     assert json.loads(data[resource.RESULTS_META_KEY]) == {
         "dropped": [],
-        "artifacts": ARTIFACTS,
+        "result": ARTIFACTS,
         "lmmsEvalVersion": "0.7.3",
     }
 
 
-def test_no_artifacts_directory_is_null() -> None:
+def test_no_result_paths_without_a_volume_is_null() -> None:
     meta = json.loads(configmap_data(document(), None, "0.7.3")[resource.RESULTS_META_KEY])
-    assert meta["artifacts"] is None
+    assert meta["result"] is None
 
 
 def data_size(data: dict[str, str]) -> int:
@@ -157,7 +160,7 @@ def data_size(data: dict[str, str]) -> int:
 
 def test_bulky_keys_are_dropped_first_and_reported() -> None:
     doc = document()
-    worst_meta = encoded_size({"dropped": list(doc), "artifacts": None, "lmmsEvalVersion": "0.7.3"})
+    worst_meta = encoded_size({"dropped": list(doc), "result": None, "lmmsEvalVersion": "0.7.3"})
     budget = encoded_size(doc) + worst_meta - 1  # one byte short of the whole document
     data = configmap_data(doc, None, "0.7.3", budget=budget)
     meta = json.loads(data[resource.RESULTS_META_KEY])
@@ -168,7 +171,7 @@ def test_bulky_keys_are_dropped_first_and_reported() -> None:
 
 def test_results_survive_when_everything_else_must_go() -> None:
     doc = document()
-    worst_meta = encoded_size({"dropped": list(doc), "artifacts": None, "lmmsEvalVersion": "0.7.3"})
+    worst_meta = encoded_size({"dropped": list(doc), "result": None, "lmmsEvalVersion": "0.7.3"})
     budget = encoded_size({"results": doc["results"]}) + worst_meta
     data = configmap_data(doc, None, "0.7.3", budget=budget)
     assert json.loads(data[resource.RESULTS_KEY]) == {"results": doc["results"]}
@@ -190,3 +193,21 @@ def test_a_large_real_shaped_document_fits_under_the_budget() -> None:
     data = configmap_data(doc, ARTIFACTS, "0.7.3")
     assert data_size(data) <= BUDGET_BYTES < 1024 * 1024
     assert json.loads(data[resource.RESULTS_META_KEY])["dropped"] == ["configs"]
+
+
+def test_lmms_eval_result_names_the_run_s_own_files(tmp_path) -> None:
+    model_dir = tmp_path / "out" / "__m__"
+    model_dir.mkdir(parents=True)
+    for name in (
+        "20260101_results.json",
+        "20260101_samples_a.jsonl",
+        "20260101_samples_b.jsonl",
+        "20250101_samples_a.jsonl",
+    ):
+        (model_dir / name).write_text("{}")
+    assert lmms_eval_result(model_dir / "20260101_results.json") == {
+        "__m__": {
+            "results": str(model_dir / "20260101_results.json"),
+            "samples": [str(model_dir / "20260101_samples_a.jsonl"), str(model_dir / "20260101_samples_b.jsonl")],
+        }
+    }

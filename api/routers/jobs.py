@@ -11,8 +11,9 @@ from typing import Any
 from fastapi import APIRouter, HTTPException
 
 from evalkube import mapping, resource
-from evalkube.api.deps import EvalJobsDep, NameChecksDep
+from evalkube.api.deps import EvalJobsDep, MountsDep, NameChecksDep
 from evalkube.api.evaljobs import EvalJobs
+from evalkube.api.path_checks import check_paths
 from evalkube.ordering import position_in_queue
 from evalkube.protocol import EvaluateRequest, JobInfo, JobStatus, JobSubmitResponse
 
@@ -30,8 +31,11 @@ def _found(evaljobs: EvalJobs, job_id: str) -> dict[str, Any]:
 
 
 @router.post("/evaluate", response_model=JobSubmitResponse)
-def submit(body: EvaluateRequest, evaljobs: EvalJobsDep, name_checks: NameChecksDep) -> JobSubmitResponse:
+def submit(
+    body: EvaluateRequest, evaljobs: EvalJobsDep, name_checks: NameChecksDep, mounts: MountsDep
+) -> JobSubmitResponse:
     """Create the EvalJob; the operator runs it when its turn (priority, then age) and resources come."""
+    check_paths(body.model_dump(), mounts)
     name_checks.check(body)
     evaljob = evaljobs.create(body)
     position = position_in_queue(evaljob, evaljobs.all())
@@ -45,7 +49,7 @@ def submit(body: EvaluateRequest, evaljobs: EvalJobsDep, name_checks: NameChecks
 
 @router.get("/jobs/{job_id}", response_model=JobInfo, responses=_NOT_FOUND)
 def get_job(job_id: str, evaljobs: EvalJobsDep) -> JobInfo:
-    """Status, times, and once completed the metrics themselves (`result`)."""
+    """Status, times, and once completed lmms-eval's `result` (paths) and the `metrics` themselves."""
     evaljob = _found(evaljobs, job_id)
     if mapping.job_status(evaljob) is JobStatus.QUEUED:
         return mapping.job_info(evaljob, position_in_queue(evaljob, evaljobs.all()))

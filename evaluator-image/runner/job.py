@@ -23,14 +23,13 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from evalkube.results import ResultsTooLarge
-from evalkube.runner import failure, kube, results
+from evalkube.runner import failure, kube, merge, results
 from evalkube.runner.catalog import lmms_eval_version
 from evalkube.runner.invocation import EvalSpec, InvalidSpec, build_argv, child_env, parse_spec
 from evalkube.runner.process import ProcessGroupRunner
+from evalkube.volumes import MODEL_LOCATION_ARGS
 
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
-#: model_args keys that name the model's location (HF-style backends, vLLM).
-MODEL_LOCATION_ARGS = ("pretrained", "model")
 
 
 class ExitCode(IntEnum):
@@ -77,12 +76,17 @@ class JobEnv:
             allow_online=environ.get("EVALKUBE_ALLOW_ONLINE") == "1",
         )
 
-    def artifacts_path(self) -> Path | None:
-        """Where lmms-eval's output is kept: <artifacts>/<namespace>/<evaljob>[/<outputDir>]."""
+    def output_path(self) -> Path | None:
+        """Where lmms-eval's output is kept, on a volume that outlives the pod: an absolute outputDir
+        (a shared volume, the same path in the training pods), else
+        <artifacts>/<namespace>/<evaljob>[/<outputDir>]; None when there is no such volume."""
+        output_dir = self.spec.output_dir
+        if output_dir and output_dir.startswith("/"):
+            return Path(output_dir)
         if self.artifacts_dir is None:
             return None
         path = self.artifacts_dir / self.namespace / self.name
-        return path / self.spec.output_dir if self.spec.output_dir else path
+        return path / output_dir if output_dir else path
 
 
 class Failed(Exception):
@@ -92,6 +96,26 @@ class Failed(Exception):
         super().__init__(message)
         self.log_tail = log_tail
         self.code = code
+
+
+def merge_first(spec: EvalSpec) -> EvalSpec:
+    """lmms-engine's merge-before-evaluate: merge the sharded checkpoint, then point every model
+    argument that named it at the merged folder (unchanged when the merge writes into the checkpoint
+    folder itself, lmms-engine's default)."""
+    request = spec.lmms_engine_kwargs
+    if request is None:
+        return spec
+    print(f"evalkube-runner: merging {request.checkpoint_type} checkpoint {request.model_path}", flush=True)
+    try:
+        outcome = merge.merge_checkpoint(request.model_path, request.output_path, request.checkpoint_type)
+    except merge.MergeError as error:
+        raise Failed(f"merging the checkpoint failed: {error}") from None
+    merged = str(outcome.merged_path)
+    print(f"evalkube-runner: merged into {merged} ({outcome.format}, {outcome.seconds:.1f}s)", flush=True)
+    model_args = {
+        key: merged if value == request.model_path else value for key, value in (spec.model_args or {}).items()
+    }
+    return spec.model_copy(update={"model_args": model_args})
 
 
 def missing_model_path(spec: EvalSpec) -> str | None:
@@ -110,15 +134,17 @@ def _files(directory: Path) -> set[Path]:
 
 def evaluate(job: JobEnv, environ: Mapping[str, str]) -> None:
     """Run lmms-eval for `job` and write its results ConfigMap; raises Failed."""
-    problem = missing_model_path(job.spec)
+    spec = merge_first(job.spec)
+    problem = missing_model_path(spec)
     if problem:
         raise Failed(problem)
     with tempfile.TemporaryDirectory(prefix="evalkube-") as scratch:
-        output_path = job.artifacts_path() or Path(scratch) / "output"
+        kept = job.output_path()
+        output_path = kept or Path(scratch) / "output"
         output_path.mkdir(parents=True, exist_ok=True)
         earlier = _files(output_path)  # a retried pod may find its predecessor's files here
 
-        argv = build_argv(job.spec, output_path, job.tasks_dir)
+        argv = build_argv(spec, output_path, job.tasks_dir)
         print(f"evalkube-runner: {shlex.join(argv)}", flush=True)
         outcome = ProcessGroupRunner().run(argv, child_env(environ, job.allow_online))
         if outcome.signal is not None:
@@ -134,12 +160,10 @@ def evaluate(job: JobEnv, environ: Mapping[str, str]) -> None:
         if missing:
             raise Failed(f"lmms-eval's results lack the requested task(s): {', '.join(missing)}", outcome.tail)
 
-        artifacts = None
-        if job.artifacts_dir is not None:
-            files = sorted(str(path) for path in _files(output_path) - earlier)
-            artifacts = {"directory": str(output_path), "files": files}
+        # lmms-eval's own `result` (paths), only where the files outlive the pod.
+        result = results.lmms_eval_result(results_file) if kept is not None else None
         try:
-            data = results.configmap_data(document, artifacts, lmms_eval_version())
+            data = results.configmap_data(document, result, lmms_eval_version())
         except ResultsTooLarge as error:
             raise Failed(f"results too large for the results ConfigMap: {error}") from None
 

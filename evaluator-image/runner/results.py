@@ -57,6 +57,14 @@ def find_results_file(output_path: Path, ignore: Collection[Path] = ()) -> Path 
     return max(found, key=lambda path: (path.name, path.stat().st_mtime), default=None)
 
 
+def lmms_eval_result(results_file: Path) -> dict[str, Any]:
+    """lmms-eval's own `result` for a results file, as its server builds it from the output folder:
+    `{<model_dir>: {"results": <path>, "samples": [<paths of the same run>]}}`."""
+    stamp = results_file.name.removesuffix("_results.json")
+    samples = sorted(str(path) for path in results_file.parent.glob(f"{stamp}_samples_*.jsonl"))
+    return {results_file.parent.name: {"results": str(results_file), "samples": samples}}
+
+
 def load_results(path: Path) -> dict[str, Any]:
     """The results document, plain."""
     document = to_plain(json.loads(path.read_text()))
@@ -81,19 +89,20 @@ def missing_tasks(document: Mapping[str, Any], tasks: Collection[str]) -> list[s
 
 def configmap_data(
     document: Mapping[str, Any],
-    artifacts: Mapping[str, Any] | None,
+    result: Mapping[str, Any] | None,
     lmms_eval_version: str,
     budget: int = BUDGET_BYTES,
 ) -> dict[str, str]:
     """The ConfigMap's `results.json` and `evalkube.json`, together within `budget` bytes.
 
-    `evalkube.json` says which top-level keys were dropped, where the per-sample files are, and
-    which lmms-eval produced the document (its own `lmms_eval_version` is often "main@unknown").
+    `evalkube.json` says which top-level keys were dropped, lmms-eval's `result` (where the results
+    and per-sample files are, when they are on a volume that outlives the pod), and which lmms-eval
+    produced the document (its own `lmms_eval_version` is often "main@unknown").
     Raises `evalkube.results.ResultsTooLarge` if the metrics alone don't fit.
     """
 
     def meta(dropped: list[str]) -> dict[str, Any]:
-        return {"dropped": dropped, "artifacts": artifacts, "lmmsEvalVersion": lmms_eval_version}
+        return {"dropped": dropped, "result": result, "lmmsEvalVersion": lmms_eval_version}
 
     # Room for evalkube.json even if every key had to be dropped.
     fitted, dropped = fit(dict(document), budget - encoded_size(meta(list(document))))

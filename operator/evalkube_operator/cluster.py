@@ -25,27 +25,27 @@ class Cluster:
         self.batch = kubernetes.client.BatchV1Api(api_client)
         self.core = kubernetes.client.CoreV1Api(api_client)
 
-    async def get_evaljob(self, namespace: str, name: str) -> dict[str, Any] | None:
+    async def get_evaljob(self, namespace: str, name: str, plural: str = resource.PLURAL) -> dict[str, Any] | None:
+        """An EvalJob (or, with `plural`, another evalkube resource); None when it is gone."""
         return await _or_none(
-            self.custom.get_namespaced_custom_object,
-            resource.GROUP,
-            resource.VERSION,
-            namespace,
-            resource.PLURAL,
-            name,
+            self.custom.get_namespaced_custom_object, resource.GROUP, resource.VERSION, namespace, plural, name
         )
 
-    async def patch_evaljob_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any] | None:
-        """Merge-patch status; None when the EvalJob is gone (deleted meanwhile)."""
+    async def patch_evaljob_status(
+        self, namespace: str, name: str, status: dict[str, Any], plural: str = resource.PLURAL
+    ) -> dict[str, Any] | None:
+        """Merge-patch status; None when the EvalJob (or other resource) is gone (deleted meanwhile)."""
         return await _or_none(
             self.custom.patch_namespaced_custom_object_status,
-            resource.GROUP,
-            resource.VERSION,
-            namespace,
-            resource.PLURAL,
-            name,
-            {"status": status},
+            resource.GROUP, resource.VERSION, namespace, plural, name, {"status": status},
+        )  # fmt: skip
+
+    async def pods_labelled(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        """Pods matching a label selector, read now (plain API dicts, like the watches deliver them)."""
+        response = await asyncio.to_thread(
+            self.core.list_namespaced_pod, namespace, label_selector=selector, _preload_content=False
         )
+        return list(json.loads(response.data)["items"])
 
     async def delete_evaljob(self, namespace: str, name: str) -> None:
         await _or_none(
@@ -74,11 +74,7 @@ class Cluster:
 
     async def evaljob_pods(self, namespace: str, name: str) -> list[dict[str, Any]]:
         """The EvalJob's pods, read now (as plain API dicts, like the watches deliver them)."""
-        selector = f"{resource.LABEL_EVALJOB}={name}"
-        response = await asyncio.to_thread(
-            self.core.list_namespaced_pod, namespace, label_selector=selector, _preload_content=False
-        )
-        return list(json.loads(response.data)["items"])
+        return await self.pods_labelled(namespace, f"{resource.LABEL_EVALJOB}={name}")
 
     async def config_map_data(self, namespace: str, name: str) -> dict[str, str] | None:
         """A ConfigMap's data, or None when it does not exist."""

@@ -11,12 +11,13 @@ import json
 from typing import Any
 
 from evalkube import resource
+from evalkube import volumes as shared
 from evalkube.operator.settings import OperatorSettings
 
 CONTAINER_NAME = "evaluator"
 TASKS_MOUNT = "/etc/evalkube/tasks"
-ARTIFACTS_MOUNT = "/artifacts"
-CACHE_MOUNT = "/cache"
+ARTIFACTS_MOUNT = shared.ARTIFACTS_MOUNT
+CACHE_MOUNT = shared.CACHE_MOUNT
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 TERMINATION_GRACE_SECONDS = 30
 #: The evaluator image's non-root user.
@@ -86,6 +87,7 @@ def _pod_spec(name: str, namespace: str, uid: str, spec: dict[str, Any], setting
         volumes.append({"name": "tasks", "configMap": {"name": tasks_config_map}})
         mounts.append({"name": "tasks", "mountPath": TASKS_MOUNT, "readOnly": True})
         env.append({"name": "EVALKUBE_TASKS_DIR", "value": TASKS_MOUNT})
+    add_shared_volumes(settings, volumes, mounts)
     if settings.artifacts_pvc:
         volumes.append({"name": "artifacts", "persistentVolumeClaim": {"claimName": settings.artifacts_pvc}})
         mounts.append({"name": "artifacts", "mountPath": ARTIFACTS_MOUNT})
@@ -106,13 +108,31 @@ def _pod_spec(name: str, namespace: str, uid: str, spec: dict[str, Any], setting
         "volumeMounts": mounts,
         # The runner writes a short error there; the log tail is the fallback for crashes.
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"]},
-            "runAsNonRoot": True,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": CONTAINER_SECURITY,
     }
+    pod = _restricted_pod(container, volumes, settings)
+    node_selector = {**settings.node_selector, **(spec.get("nodeSelector") or {})}
+    if node_selector:
+        pod["nodeSelector"] = node_selector
+    tolerations = [*settings.tolerations, *(spec.get("tolerations") or [])]
+    if tolerations:
+        pod["tolerations"] = tolerations
+    return pod
+
+
+#: The restricted Pod Security Standard, for every container evalkube creates.
+CONTAINER_SECURITY: dict[str, Any] = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "runAsNonRoot": True,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def _restricted_pod(
+    container: dict[str, Any], volumes: list[dict[str, Any]], settings: OperatorSettings
+) -> dict[str, Any]:
+    """A run-once pod of the evaluator image as its non-root user."""
     pod: dict[str, Any] = {
         "restartPolicy": "Never",
         # The runner gives lmms-eval's process group 10 s after SIGTERM before SIGKILL.
@@ -131,13 +151,63 @@ def _pod_spec(name: str, namespace: str, uid: str, spec: dict[str, Any], setting
         pod["serviceAccountName"] = settings.evaluator_service_account
     if settings.image_pull_secrets:
         pod["imagePullSecrets"] = [{"name": secret} for secret in settings.image_pull_secrets]
-    node_selector = {**settings.node_selector, **(spec.get("nodeSelector") or {})}
-    if node_selector:
-        pod["nodeSelector"] = node_selector
-    tolerations = [*settings.tolerations, *(spec.get("tolerations") or [])]
-    if tolerations:
-        pod["tolerations"] = tolerations
     return pod
+
+
+def build_merge_job(merge: dict[str, Any], settings: OperatorSettings) -> dict[str, Any]:
+    """The Job of a CheckpointMerge: `evalkube-runner merge` on the evaluator image, CPU-only (the
+    merge holds the model in memory, never on a GPU), with the shared volumes mounted."""
+    meta, spec = merge["metadata"], merge.get("spec") or {}
+    name, namespace = meta["name"], meta["namespace"]
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
+    add_shared_volumes(settings, volumes, mounts)
+    args = [
+        "merge",
+        f"--checkpoint-path={spec['checkpointPath']}",
+        f"--checkpoint-type={spec.get('checkpointType') or 'regular'}",
+    ]
+    if spec.get("outputPath"):
+        args.append(f"--output-path={spec['outputPath']}")
+    container = {
+        "name": CONTAINER_NAME,
+        "image": settings.evaluator_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["evalkube-runner"],
+        "args": args,
+        "env": [{"name": "PYTHONUNBUFFERED", "value": "1"}, {"name": "HF_HUB_OFFLINE", "value": "1"}],
+        "resources": {"requests": {"memory": settings.merge_memory}, "limits": {"memory": settings.merge_memory}},
+        "volumeMounts": mounts,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": CONTAINER_SECURITY,
+    }
+    labels = resource.merge_child_labels(name)
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": labels,
+            "ownerReferences": [resource.owner_reference(name, meta["uid"], kind=resource.MERGE_KIND)],
+        },
+        "spec": {
+            "backoffLimit": 0,
+            "template": {"metadata": {"labels": labels}, "spec": _restricted_pod(container, volumes, settings)},
+        },
+    }
+
+
+def add_shared_volumes(settings: OperatorSettings, volumes: list[dict[str, Any]], mounts: list[dict[str, Any]]) -> None:
+    """Every shared volume, at the mountPath the training pods use too (evaluator and merge pods)."""
+    for index, volume in enumerate(settings.shared_volumes):
+        name = f"shared-{index}"
+        claim = {"claimName": volume.claim_name, "readOnly": volume.read_only}
+        volumes.append({"name": name, "persistentVolumeClaim": claim})
+        mount = {"name": name, "mountPath": volume.mount_path, "readOnly": volume.read_only}
+        if volume.sub_path:
+            mount["subPath"] = volume.sub_path
+        mounts.append(mount)
 
 
 def _env(name: str, namespace: str, uid: str, spec: dict[str, Any], settings: OperatorSettings) -> list[dict[str, Any]]:

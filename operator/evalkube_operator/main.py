@@ -10,8 +10,9 @@ from typing import Any
 import kopf
 
 from evalkube import kube
-from evalkube.operator import handlers  # noqa: F401  (registers the handlers)
+from evalkube.operator import handlers, merge_handlers  # noqa: F401  (registers the handlers)
 from evalkube.operator.cluster import Cluster
+from evalkube.operator.merges import MergeReconciler
 from evalkube.operator.reconcile import Reconciler
 from evalkube.operator.settings import OperatorSettings
 
@@ -30,7 +31,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # How long a silent peer counts as alive: a standby replica takes over this long after the
     # active one dies.
     settings.peering.lifetime = operator.peering_lifetime_seconds
-    memo.reconciler = Reconciler(Cluster(kube.api_client()), operator)
+    cluster = Cluster(kube.api_client())
+    memo.reconciler = Reconciler(cluster, operator)
+    memo.merge_reconciler = MergeReconciler(cluster, operator)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from evalkube import resource
 from evalkube.kube import api_message, or_none
-from evalkube.mapping import describe_errors, now_rfc3339, parse_spec
+from evalkube.mapping import describe_errors, field_path, now_rfc3339, parse_spec
 from evalkube.operator import events, metrics
 from evalkube.operator.cluster import Cluster
 from evalkube.operator.jobspec import build_job
@@ -30,8 +30,10 @@ from evalkube.operator.observe import Observation, lacks_exit_details, observe
 from evalkube.operator.progress import watch_progress
 from evalkube.operator.settings import OperatorSettings
 from evalkube.ordering import Queue, stored_state
+from evalkube.protocol import EvalJobSpec
 from evalkube.resource import Phase
 from evalkube.results import ResultsTooLarge, fit
+from evalkube.volumes import path_problems
 
 log = logging.getLogger("evalkube.operator")
 
@@ -165,9 +167,13 @@ class Reconciler:
 
         tasks_config_map = (spec.get("customTasks") or {}).get("configMap")
         try:
-            parse_spec(spec)
+            parsed = parse_spec(spec)
         except ValidationError as error:  # a spec kubectl let through that the runner would refuse
             return await self._fail(evaljob, f"invalid spec: {describe_errors(error)}", createdAt=created)
+        unreachable = path_problems(parsed.model_dump(), self.settings.mount_paths())
+        if unreachable:  # no pod could open it: say so now, not after scheduling a GPU pod
+            reasons = "; ".join(f"spec.{field_path(loc, EvalJobSpec)}: {why}" for loc, why in unreachable)
+            return await self._fail(evaljob, reasons, createdAt=created)
         if tasks_config_map and await self.cluster.config_map_data(namespace, tasks_config_map) is None:
             return await self._fail(
                 evaljob,
@@ -257,15 +263,15 @@ class Reconciler:
         try:
             document = json.loads(data[resource.RESULTS_KEY])
             extra = json.loads(data.get(resource.RESULTS_META_KEY) or "{}")
-            result, dropped = fit(document, STATUS_RESULT_BUDGET)
+            fitted, dropped = fit(document, STATUS_RESULT_BUDGET)
         except (ValueError, ResultsTooLarge) as error:
             return failure(f"the results in ConfigMap {config_map} are unusable: {error}")
-        update: dict[str, Any] = {"phase": Phase.COMPLETED, "message": "evaluation completed", "result": result}
+        update: dict[str, Any] = {"phase": Phase.COMPLETED, "message": "evaluation completed", "metrics": fitted}
         all_dropped = [*extra.get("dropped", []), *dropped]
         if all_dropped:
-            update["resultDropped"] = all_dropped
-        if extra.get("artifacts"):
-            update["artifacts"] = extra["artifacts"]
+            update["metricsDropped"] = all_dropped
+        if extra.get("result"):
+            update["result"] = extra["result"]
         return update
 
     async def _fail(self, evaljob: dict[str, Any], error: str, **extra: Any) -> bool:

@@ -11,6 +11,8 @@ from typing import Annotated, Any
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from evalkube.volumes import SharedVolume, mount_paths, parse_shared_volumes
+
 
 def _split_csv(value: Any) -> Any:
     if isinstance(value, str):
@@ -34,6 +36,12 @@ class OperatorSettings(BaseSettings):
     tolerations: list[dict[str, Any]] = Field(default_factory=list)
     #: Finished EvalJobs kept per namespace; older ones are deleted with their children.
     max_completed_jobs: int = Field(default=200, ge=0)
+    #: Claims every evaluator and merge pod mounts at the path training pods use too (JSON list of
+    #: {claimName, mountPath, readOnly, subPath}); absolute paths in EvalJobs must lie under one.
+    shared_volumes: Annotated[list[SharedVolume], NoDecode] = Field(default_factory=list)
+    #: Memory (request and limit) of a checkpoint merge's pod: the whole model in bf16 plus the
+    #: largest tensor and ~1 GiB of imports (a 7B model needs about 17Gi).
+    merge_memory: str = "16Gi"
     #: PersistentVolumeClaim mounted at /artifacts for per-sample logs.
     artifacts_pvc: str | None = None
     #: PersistentVolumeClaim mounted at /cache (HF_HOME) so models are downloaded once.
@@ -66,3 +74,14 @@ class OperatorSettings(BaseSettings):
     @classmethod
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
+
+    @field_validator("shared_volumes", mode="before")
+    @classmethod
+    def _volumes(cls, value: Any) -> Any:
+        return parse_shared_volumes(value)
+
+    def mount_paths(self) -> list[str]:
+        """Every path an evaluator pod has user data under (what absolute request paths may name)."""
+        return mount_paths(
+            self.shared_volumes, model_cache=bool(self.model_cache_pvc), artifacts=bool(self.artifacts_pvc)
+        )

@@ -20,6 +20,7 @@ asynchronously, e.g. through the watch), and `set_status` (what the operator wou
 from __future__ import annotations
 
 import itertools
+import json
 import socket
 import threading
 import time
@@ -177,9 +178,29 @@ def namespace(kube_client: kubernetes.client.ApiClient) -> str:
     return name
 
 
+def shared_volumes_json(root: Path) -> str:
+    """The tests' EVALKUBE_SHARED_VOLUMES: the session's temporary folder (where tests put models,
+    checkpoints and outputs) and /ckpt (paths tests only name), as a training cluster would share them."""
+    return json.dumps(
+        [{"claimName": "shared", "mountPath": str(root)}, {"claimName": "checkpoints", "mountPath": "/ckpt"}]
+    )
+
+
+@pytest.fixture(scope="session")
+def shared_volumes(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return shared_volumes_json(tmp_path_factory.getbasetemp())
+
+
 @pytest.fixture
-def api_server(api_kubeconfig: str, namespace: str) -> Iterator[ApiServer]:
-    server = ApiServer(ApiSettings(namespace=namespace, kubeconfig=api_kubeconfig)).start()
+def api_server(api_kubeconfig: str, namespace: str, shared_volumes: str) -> Iterator[ApiServer]:
+    settings = ApiSettings(
+        namespace=namespace,
+        kubeconfig=api_kubeconfig,
+        shared_volumes=shared_volumes,
+        model_cache_pvc="model-cache",
+        merge_wait_seconds=2.0,  # POST /merge without an operator answers after this
+    )
+    server = ApiServer(settings).start()
     yield server
     server.stop()
 

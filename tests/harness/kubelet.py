@@ -362,8 +362,13 @@ class FakeKubelet:
                 config_map = self.core.read_namespaced_config_map(volume["config_map"]["name"], self.namespace)
                 _write_config_map_volume(path, config_map.data or {})
             if volume.get("persistent_volume_claim"):
-                path = self.workdir / "pvc" / volume["persistent_volume_claim"]["claim_name"]
-                path.mkdir(parents=True, exist_ok=True)
+                if Path(mount["mount_path"]).is_dir():
+                    # A shared volume: the tests' stand-in for a PVC that training pods mount at the
+                    # same path is a host folder at that path, so a path means the same everywhere.
+                    path = Path(mount["mount_path"])
+                else:
+                    path = self.workdir / "pvc" / volume["persistent_volume_claim"]["claim_name"]
+                    path.mkdir(parents=True, exist_ok=True)
             local[mount["mount_path"]] = path
         return local
 
