@@ -12,6 +12,7 @@ import pytest
 from conftest import Cluster
 from prometheus_client.parser import text_string_to_metric_families
 
+from evalkube.operator.events import MAX_MESSAGE, event_for
 from evalkube.operator.metrics import failure_reason
 from evalkube.resource import Phase
 
@@ -111,3 +112,16 @@ def test_events_tell_each_evaljobs_story_in_order_and_metrics_count_it(
 )
 def test_failure_reasons_are_a_bounded_set(error: str, reason: str) -> None:
     assert failure_reason(error) == reason
+
+
+def test_an_event_is_about_the_object_it_names_only_when_the_phase_moves_and_stays_short() -> None:
+    merge = {"apiVersion": "evalkube.dev/v1alpha1", "kind": "CheckpointMerge", "status": {"phase": "Running"},
+             "metadata": {"name": "ckm-1", "namespace": "team-a", "uid": "u-1"}}  # fmt: skip
+    event = event_for(merge, {"phase": "Failed", "error": "x" * 5000, "message": "merge failed"})
+    assert event is not None
+    assert event["involvedObject"] == {"apiVersion": "evalkube.dev/v1alpha1", "kind": "CheckpointMerge",
+                                       "name": "ckm-1", "namespace": "team-a", "uid": "u-1"}  # fmt: skip
+    assert (event["type"], event["reason"], len(event["message"])) == ("Warning", "Failed", MAX_MESSAGE)
+    assert event["metadata"]["name"].startswith("ckm-1.")
+    assert event_for(merge, {"message": "still merging"}) is None  # no transition, no Event
+    assert event_for(merge, {"phase": "Running"}) is None

@@ -33,7 +33,11 @@ _INSTANCE = os.environ.get("HOSTNAME") or socket.gethostname()
 
 
 def event_for(evaljob: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The Event for a status change, or None when the phase did not change."""
+    """The Event for a status change, or None when the phase did not change.
+
+    The involved object's kind comes from the object itself (an EvalJob unless it says otherwise),
+    so a CheckpointMerge's transitions can be told the same way.
+    """
     phase = changes.get("phase")
     meta = evaljob["metadata"]
     before = (evaljob.get("status") or {}).get("phase")
@@ -49,8 +53,8 @@ def event_for(evaljob: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[st
         "kind": "Event",
         "metadata": {"name": f"{meta['name']}.{secrets.token_hex(8)}", "namespace": meta["namespace"]},
         "involvedObject": {
-            "apiVersion": resource.API_VERSION,
-            "kind": resource.KIND,
+            "apiVersion": evaljob.get("apiVersion") or resource.API_VERSION,
+            "kind": evaljob.get("kind") or resource.KIND,
             "name": meta["name"],
             "namespace": meta["namespace"],
             "uid": meta.get("uid"),
@@ -75,10 +79,12 @@ async def phase_changed(cluster: Cluster, evaljob: Mapping[str, Any], changes: M
     event = event_for(evaljob, changes)
     if event is None:
         return
-    metrics.transition(evaljob, changes)
+    if event["involvedObject"]["kind"] == resource.KIND:
+        metrics.transition(evaljob, changes)
     try:
         await asyncio.to_thread(cluster.core.create_namespaced_event, event["metadata"]["namespace"], event)
     except Exception as error:  # refused, unreachable: an Event is never worth failing the reconcile
+        involved = event["involvedObject"]
         log.warning(
-            "could not post the %s Event of EvalJob %s: %s", event["reason"], event["involvedObject"]["name"], error
+            "could not post the %s Event of %s %s: %s", event["reason"], involved["kind"], involved["name"], error
         )
