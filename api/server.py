@@ -16,6 +16,10 @@ import uvicorn
 from evalkube.api.app import create_app
 from evalkube.api.settings import ApiSettings
 
+#: At shutdown, requests in flight get this long: a POST /merge that is still waiting is then cut
+#: (its merge goes on, GET /merges/{id} reads it), within the pod's 30 s grace period.
+SHUTDOWN_GRACE_SECONDS = 5
+
 
 @dataclass
 class ServerArgs:
@@ -39,7 +43,13 @@ class ServerArgs:
 def launch_server(args: ServerArgs) -> None:
     """Serve until interrupted; OpenAPI docs at /docs."""
     settings = args.settings()
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -92,6 +92,13 @@ def test_post_merge_runs_a_job_and_answers_synchronously(
     assert_exact(output, expected_state_dict(tiny_model, "ema"))
     assert (output / "config.json").is_file() and (output / "tokenizer.json").is_file()
 
+    events = kubernetes.client.CoreV1Api(kube_client).list_namespaced_event(namespace).items
+    story = [e.reason for e in events if e.involved_object.name == answer["merge_id"]]
+    assert sorted(story) == ["Completed", "Queued", "Running"]  # `kubectl describe ckm` reads as its history
+    assert all(
+        e.involved_object.kind == "CheckpointMerge" for e in events if e.involved_object.name == answer["merge_id"]
+    )
+
     job = kubernetes.client.BatchV1Api(kube_client).read_namespaced_job(answer["merge_id"], namespace)
     container = job.spec.template.spec.containers[0]
     assert container.args[0] == "merge" and "nvidia.com/gpu" not in (container.resources.limits or {})

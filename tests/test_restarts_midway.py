@@ -1,9 +1,11 @@
 """The operator and the API restarted in the middle: while a job runs, and while a cancel is
-pending. Whatever the order, the EvalJob ends as it should, through the restarted API, with one
-Job. (Restarts during a checkpoint merge are left until merging has landed.)"""
+pending, and during a checkpoint merge that POST /merge waits on. Whatever the order, the EvalJob
+or the merge ends as it should, through the restarted API, with one Job."""
 
 from __future__ import annotations
 
+import concurrent.futures
+import json
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -11,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from evalkube import resource
 from evalkube.api.settings import ApiSettings
 from evalkube.resource import Phase
 
@@ -103,3 +106,61 @@ def test_an_operator_killed_right_after_a_cancel_still_cancels_once(
     for name in names:
         cluster.wait_phase(name, Phase.CANCELLED)
         cluster.wait(lambda name=name: cluster.job(name) is None, what=f"Job {name} deleted")
+
+
+def merge_summary(path: str) -> str:
+    """What `evalkube-runner merge` leaves in its termination message on success."""
+    return json.dumps({"merged_path": path, "format": "fsdp2", "world_size": 2, "seconds": 1.0})
+
+
+def only_merge(cluster: Any) -> str | None:
+    listed = cluster.custom.list_namespaced_custom_object(
+        resource.GROUP, resource.VERSION, cluster.namespace, resource.MERGE_PLURAL
+    )["items"]
+    return listed[0]["metadata"]["name"] if len(listed) == 1 else None
+
+
+def test_the_operator_killed_while_post_merge_waits_the_answer_still_comes(
+    cluster: Any, kubelet: Any, start_operator: Callable[..., Any], api_kubeconfig: str, namespace: str,
+    shared_volumes: str,
+) -> None:  # fmt: skip
+    operator = start_operator(shared_volumes=shared_volumes)
+    settings = ApiSettings(namespace=namespace, kubeconfig=api_kubeconfig, shared_volumes=shared_volumes)
+    with ApiServer(settings) as api, concurrent.futures.ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(httpx.post, f"{api.url}/merge", json={"checkpoint_path": "/ckpt/run"}, timeout=90)
+        merge = wait_until(lambda: only_merge(cluster), "the CheckpointMerge")
+        kubelet.run_pod(merge)
+        operator.stop(kill=True)  # the merge pod runs on and finishes while no operator watches
+        kubelet.finish(merge, 0, message=merge_summary("/ckpt/run"))
+        operator.start()
+        operator.wait_ready()
+        answer = waiting.result(60).json()
+    assert (answer["success"], answer["merged_path"], answer["merge_id"]) == (True, "/ckpt/run", merge)
+    assert [job.metadata.name for job in cluster.batch.list_namespaced_job(namespace).items] == [merge]
+
+
+def test_the_api_restarted_during_a_merge_the_merge_is_read_back_by_its_id(
+    cluster: Any, kubelet: Any, start_operator: Callable[..., Any], api_kubeconfig: str, namespace: str,
+    shared_volumes: str,
+) -> None:  # fmt: skip
+    start_operator(shared_volumes=shared_volumes)
+    settings = ApiSettings(namespace=namespace, kubeconfig=api_kubeconfig, shared_volumes=shared_volumes)
+    port = free_port()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        with ApiServer(settings, port=port) as api:
+            waiting = pool.submit(httpx.post, f"{api.url}/merge", json={"checkpoint_path": "/ckpt/run"}, timeout=90)
+            merge = wait_until(lambda: only_merge(cluster), "the CheckpointMerge")
+            kubelet.run_pod(merge)
+        try:  # the API went away under the waiting request (after its shutdown grace)
+            cut_short = waiting.result(30).json()
+        except httpx.HTTPError:
+            cut_short = {"success": False}
+        assert cut_short["success"] is False
+    kubelet.finish(merge, 0, message=merge_summary("/ckpt/run"))
+    with ApiServer(settings, port=port) as api:
+        done = wait_until(
+            lambda: (body := httpx.get(f"{api.url}/merges/{merge}").json())["status"] == "completed" and body,
+            "the merge to read completed",
+        )
+    assert (done["success"], done["merged_path"]) == (True, "/ckpt/run")
+    assert len(cluster.batch.list_namespaced_job(namespace).items) == 1

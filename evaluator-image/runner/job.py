@@ -23,7 +23,7 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from evalkube.results import ResultsTooLarge
-from evalkube.runner import failure, kube, merge, results
+from evalkube.runner import failure, kube, merge, progress_publish, results
 from evalkube.runner.catalog import lmms_eval_version
 from evalkube.runner.invocation import EvalSpec, InvalidSpec, build_argv, child_env, parse_spec
 from evalkube.runner.process import ProcessGroupRunner
@@ -146,7 +146,8 @@ def evaluate(job: JobEnv, environ: Mapping[str, str]) -> None:
 
         argv = build_argv(spec, output_path, job.tasks_dir)
         print(f"evalkube-runner: {shlex.join(argv)}", flush=True)
-        outcome = ProcessGroupRunner().run(argv, child_env(environ, job.allow_online))
+        publish = progress_publish.publisher(job.namespace, job.name, job.uid)  # status.progress, via the operator
+        outcome = ProcessGroupRunner(on_progress=publish).run(argv, child_env(environ, job.allow_online))
         if outcome.signal is not None:
             name = signal.Signals(outcome.signal).name
             raise Failed(f"evaluation stopped: the runner received {name}", outcome.tail, 128 + outcome.signal)

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from evalkube import resource
 from evalkube.kube import api_message
 from evalkube.mapping import describe_errors, field_path, from_spec, now_rfc3339
+from evalkube.operator import events
 from evalkube.operator.cluster import Cluster
 from evalkube.operator.jobspec import build_merge_job
 from evalkube.operator.observe import observe
@@ -171,10 +172,12 @@ class MergeReconciler:
                 }
             ]
         meta = merge["metadata"]
+        before = dict(merge)  # the Event compares the phase with the status before the patch
         patched = await self.cluster.patch_evaljob_status(
             meta["namespace"], meta["name"], changes, plural=resource.MERGE_PLURAL
         )
         if patched is not None:
+            await events.phase_changed(self.cluster, before, changes)  # `kubectl describe ckm` tells the story
             merge["status"] = patched.get("status") or {}
             log.info(
                 "CheckpointMerge %s/%s: %s %s",

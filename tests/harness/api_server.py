@@ -36,6 +36,7 @@ import yaml
 
 from evalkube import AsyncEvalClient, EvalClient, kube, resource
 from evalkube.api.app import create_app
+from evalkube.api.server import SHUTDOWN_GRACE_SECONDS
 from evalkube.api.settings import ApiSettings
 
 from kubeemu import KubeEmulator
@@ -75,7 +76,13 @@ class ApiServer:
         """`port` 0: a free one; a fixed one lets a restarted API keep its URL (chaos tests)."""
         self.settings = settings
         config = uvicorn.Config(
-            create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on", access_log=False
+            create_app(settings),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            lifespan="on",
+            access_log=False,
+            timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="api-server", daemon=True)
