@@ -125,7 +125,7 @@ def violations(
 
     if request.image is not None and not image_allowed(request.image, policy):
         allowed = [image for image in (policy.evaluator_image, *policy.allowed_images) if image]
-        refuse("allowedImages", ("image",), f"image {request.image!r} is not allowed; allowed: {allowed or 'none'}")
+        refuse("allowedImages", ("image",), f"image {request.image!r} is not allowed (allowed: {allowed or 'none'})")
     if request.num_gpus > policy.max_gpus:
         refuse("maxGpus", ("num_gpus",), f"{request.num_gpus} GPUs asked, at most {policy.max_gpus} per EvalJob")
     if request.node_selector and not policy.allow_node_selector:
@@ -161,7 +161,7 @@ def _resource_problem(name: str, quantity: int | str, policy: Policy) -> str | N
     limit = policy.max_resources.get(name)
     if limit is None:
         listed = ", ".join(f"{n} <= {q}" for n, q in policy.max_resources.items()) or "none"
-        return f"{name} may not be set by an EvalJob; allowed: {listed}"
+        return f"{name} may not be set by an EvalJob (allowed: {listed})"
     try:
         asked: Decimal = parse_quantity(quantity)
     except ValueError:

@@ -66,8 +66,13 @@ def start_operator(
 
 @pytest.fixture
 def operator(start_operator: Callable[..., OperatorProcess], shared_volumes: str) -> OperatorProcess:
+    from harness.api_server import TEST_POLICY
+
     return start_operator(
-        evaluator_image="evalkube/evaluator:test", max_completed_jobs=200, shared_volumes=shared_volumes
+        evaluator_image="evalkube/evaluator:test",
+        max_completed_jobs=200,
+        shared_volumes=shared_volumes,
+        policy=TEST_POLICY,
     )
 
 

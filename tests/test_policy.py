@@ -104,7 +104,7 @@ def test_several_rules_broken_are_all_named_with_readable_messages() -> None:
         ("maxGpus", ("num_gpus",)),
         ("allowOnline", ("allow_online",)),
     ]
-    assert str(found[0]) == f"policy rule allowedImages: image 'evil/x' is not allowed; allowed: ['{EVALUATOR}']"
+    assert str(found[0]) == f"policy rule allowedImages: image 'evil/x' is not allowed (allowed: ['{EVALUATOR}'])"
     assert "64 GPUs asked, at most 8" in found[1].message
 
 

@@ -30,6 +30,7 @@ from evalkube.operator.observe import Observation, lacks_exit_details, observe
 from evalkube.operator.progress import watch_progress
 from evalkube.operator.settings import OperatorSettings
 from evalkube.ordering import Queue, stored_state
+from evalkube.policy import violations
 from evalkube.protocol import EvalJobSpec
 from evalkube.resource import Phase
 from evalkube.results import ResultsTooLarge, fit
@@ -174,12 +175,19 @@ class Reconciler:
         if unreachable:  # no pod could open it: say so now, not after scheduling a GPU pod
             reasons = "; ".join(f"spec.{field_path(loc, EvalJobSpec)}: {why}" for loc, why in unreachable)
             return await self._fail(evaljob, reasons, createdAt=created)
-        if tasks_config_map and await self.cluster.config_map_data(namespace, tasks_config_map) is None:
+        task_files = await self.cluster.config_map_data(namespace, tasks_config_map) if tasks_config_map else None
+        if tasks_config_map and task_files is None:
             return await self._fail(
                 evaljob,
                 f"spec.customTasks.configMap: ConfigMap {tasks_config_map!r} not found in namespace {namespace!r}",
                 createdAt=created,
             )
+        broken = violations(parsed, self.settings.policy, task_files=task_files)
+        if broken:  # binds kubectl users too: the pod would run with the operator's rights
+            reasons = "; ".join(
+                f"policy rule {v.rule}: spec.{field_path(v.field, EvalJobSpec)}: {v.message}" for v in broken
+            )
+            return await self._fail(evaljob, reasons, createdAt=created)
 
         async with self._namespace_locks[namespace]:
             queue = Queue.of(views.evaljobs(namespace), self._state)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from evalkube.policy import Policy, parse_policy
 from evalkube.volumes import SharedVolume, mount_paths, parse_shared_volumes
 
 
@@ -46,8 +47,12 @@ class OperatorSettings(BaseSettings):
     artifacts_pvc: str | None = None
     #: PersistentVolumeClaim mounted at /cache (HF_HOME) so models are downloaded once.
     model_cache_pvc: str | None = None
-    #: Whether EvalJobs may opt in to hub downloads; offline otherwise.
+    #: Whether EvalJobs may opt in to hub downloads; offline otherwise. The policy's allowOnline says
+    #: it now (EVALKUBE_ALLOW_ONLINE=true still turns it on); this field always equals it.
     allow_online: bool = False
+    #: What an EvalJob may ask for (EVALKUBE_POLICY, a JSON object: see evalkube.policy); breaking
+    #: EvalJobs fail at admission, with no Job.
+    policy: Annotated[Policy, NoDecode] = Field(default_factory=Policy)
     evaluator_service_account: str | None = None
     #: With a Kueue LocalQueue name, Jobs are created suspended and Kueue admits them.
     kueue_queue_name: str | None = None
@@ -79,6 +84,18 @@ class OperatorSettings(BaseSettings):
     @classmethod
     def _volumes(cls, value: Any) -> Any:
         return parse_shared_volumes(value)
+
+    @field_validator("policy", mode="before")
+    @classmethod
+    def _policy(cls, value: Any) -> Any:
+        return parse_policy(value)
+
+    @model_validator(mode="after")
+    def _one_allow_online(self) -> OperatorSettings:
+        online = self.allow_online or self.policy.allow_online
+        self.policy = self.policy.model_copy(update={"allow_online": online, "evaluator_image": self.evaluator_image})
+        self.allow_online = online
+        return self
 
     def mount_paths(self) -> list[str]:
         """Every path an evaluator pod has user data under (what absolute request paths may name)."""

@@ -193,6 +193,23 @@ def shared_volumes_json(root: Path) -> str:
     )
 
 
+#: The tests' EVALKUBE_POLICY for the API and the operator fixtures: the tests of scheduling knobs,
+#: images and downloads need them allowed. The policy's own default (everything refused) is
+#: tested in test_policy.py, test_operator_policy.py and test_api_policy.py.
+TEST_POLICY = json.dumps(
+    {
+        "allowedImages": ["eval:2", "registry.invalid/*"],
+        "maxGpus": 64,
+        "allowNodeSelector": True,
+        "allowTolerations": True,
+        "maxResources": {"cpu": "64", "memory": "1Ti", "ephemeral-storage": "1Ti"},
+        "allowOnline": True,
+        "allowTrustRemoteCode": True,
+        "allowCustomTaskCode": True,
+    }
+)
+
+
 @pytest.fixture(scope="session")
 def shared_volumes(tmp_path_factory: pytest.TempPathFactory) -> str:
     return shared_volumes_json(tmp_path_factory.getbasetemp())
