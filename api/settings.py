@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from evalkube.policy import Policy, parse_policy
 from evalkube.volumes import SharedVolume, mount_paths, parse_shared_volumes
 
 
@@ -70,11 +71,30 @@ class ApiSettings(BaseSettings):
         ge=1024,
         description="Largest request body accepted (413 above it); an EvalJob must fit in one etcd object anyway",
     )
+    policy: Annotated[Policy, NoDecode] = Field(
+        default_factory=Policy,
+        validation_alias=AliasChoices("EVALKUBE_POLICY", "policy"),
+        description="The operator's policy (the same JSON): a request breaking it is refused with a 403",
+    )
+    evaluator_image: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("EVALKUBE_EVALUATOR_IMAGE", "evaluator_image"),
+        description="The operator's evaluator image, which the policy always allows",
+    )
 
     @field_validator("shared_volumes", mode="before")
     @classmethod
     def _volumes(cls, value: Any) -> Any:
         return parse_shared_volumes(value)
+
+    @field_validator("policy", mode="before")
+    @classmethod
+    def _policy(cls, value: Any) -> Any:
+        return parse_policy(value)
+
+    def admission_policy(self) -> Policy:
+        """The policy as the operator applies it: its evaluator image is always allowed."""
+        return self.policy.model_copy(update={"evaluator_image": self.evaluator_image})
 
     def mount_paths(self) -> list[str]:
         """Every path evaluator pods have user data under (the operator's view, from the same settings)."""

@@ -14,6 +14,7 @@ from evalkube import mapping, resource
 from evalkube.api.deps import EvalJobsDep, MountsDep, NameChecksDep
 from evalkube.api.evaljobs import EvalJobs
 from evalkube.api.path_checks import check_paths
+from evalkube.api.policy_checks import PolicyDep
 from evalkube.ordering import position_in_queue
 from evalkube.protocol import EvaluateRequest, JobInfo, JobStatus, JobSubmitResponse
 
@@ -32,10 +33,11 @@ def _found(evaljobs: EvalJobs, job_id: str) -> dict[str, Any]:
 
 @router.post("/evaluate", response_model=JobSubmitResponse)
 def submit(
-    body: EvaluateRequest, evaljobs: EvalJobsDep, name_checks: NameChecksDep, mounts: MountsDep
+    body: EvaluateRequest, evaljobs: EvalJobsDep, name_checks: NameChecksDep, mounts: MountsDep, policy: PolicyDep
 ) -> JobSubmitResponse:
     """Create the EvalJob; the operator runs it when its turn (priority, then age) and resources come."""
     check_paths(body.model_dump(), mounts)
+    policy.check(body)  # 403 naming the rule; the operator applies the same rules to kubectl users
     name_checks.check(body)
     evaljob = evaljobs.create(body)
     position = position_in_queue(evaljob, evaljobs.all())

@@ -223,6 +223,7 @@ def api_server(api_kubeconfig: str, namespace: str, shared_volumes: str) -> Iter
         shared_volumes=shared_volumes,
         model_cache_pvc="model-cache",
         merge_wait_seconds=2.0,  # POST /merge without an operator answers after this
+        policy=TEST_POLICY,
     )
     server = ApiServer(settings).start()
     yield server
