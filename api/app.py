@@ -15,7 +15,7 @@ import anyio
 from fastapi import FastAPI
 
 from evalkube import __version__
-from evalkube.api import errors
+from evalkube.api import auth, errors
 from evalkube.api.request_guards import RequestGuards
 from evalkube.api.request_metrics import RequestMetrics
 from evalkube.api.routers import catalog, health, jobs, logs, merge, metrics, queue
@@ -29,6 +29,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        auth.warn_if_open(settings.auth == "kubernetes", settings.host)
         state = await anyio.to_thread.run_sync(ApiState.open, settings)
         app.state.api = state
         try:

@@ -7,16 +7,19 @@ Kubernetes state it touches, and the "cache not loaded yet" answer lives in one 
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
+import anyio
 from fastapi import Depends, HTTPException, Request
 
+from evalkube.api.auth import Identity, Permission, bearer_token
 from evalkube.api.catalog import CatalogSource
 from evalkube.api.evaljobs import EvalJobs
 from evalkube.api.merges import Merges
 from evalkube.api.name_checks import NameChecks
 from evalkube.api.settings import ApiSettings
 from evalkube.api.state import ApiState
+from evalkube.resource import GROUP
 
 
 async def api_state(request: Request) -> ApiState:
@@ -79,3 +82,21 @@ async def settings(state: StateDep) -> ApiSettings:
 
 
 SettingsDep = Annotated[ApiSettings, Depends(settings)]
+
+
+def allowed(verb: str, resource: str, subresource: str = "", group: str = GROUP) -> Any:
+    """A dependency: the caller, authenticated, rate-limited, and allowed `verb resource` in the
+    namespace; 401, 429 or 403 (naming the missing permission) otherwise."""
+    permission = Permission(verb, resource, subresource, group)
+
+    async def check(request: Request, state: StateDep) -> Identity:
+        token = bearer_token(request)
+        identity = await anyio.to_thread.run_sync(state.auth.authenticate, token)
+        state.rate_limit.take(
+            identity.username if state.auth.enabled else (request.client.host if request.client else "")
+        )
+        await anyio.to_thread.run_sync(state.auth.authorize, identity, permission, state.settings.namespace)
+        request.state.identity = identity
+        return identity
+
+    return Depends(check)

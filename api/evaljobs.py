@@ -85,7 +85,9 @@ class EvalJobs:
         self._cache.remember(evaljob)
         return evaljob
 
-    def create(self, request: EvaluateRequest, idempotency_key: str | None = None) -> dict[str, Any]:
+    def create(
+        self, request: EvaluateRequest, idempotency_key: str | None = None, submitted_by: str | None = None
+    ) -> dict[str, Any]:
         """Create the EvalJob for `request` exactly once, even when responses are lost.
 
         The API names the EvalJob itself, from a key: the client's Idempotency-Key (`idempotency_key`,
@@ -99,7 +101,7 @@ class EvalJobs:
         digest = request_digest(request)
         for _ in range(_NAME_DRAWS):
             key = client_key if client_key is not None else secrets.token_urlsafe(18)
-            manifest = mapping.evaljob_manifest(request, self._namespace)
+            manifest = mapping.evaljob_manifest(request, self._namespace, submitted_by)
             metadata = manifest["metadata"]
             del metadata["generateName"]
             metadata["name"] = name_for_key(self._namespace, key)

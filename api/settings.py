@@ -7,7 +7,7 @@ component that writes the catalog, hence no API_ in it).
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -56,6 +56,18 @@ class ApiSettings(BaseSettings):
         validation_alias=AliasChoices("EVALKUBE_ARTIFACTS_PVC", "artifacts_pvc"),
         description="Set when evaluator pods mount the artifacts volume at /artifacts (the operator's setting)",
     )
+    auth: Literal["kubernetes", "none"] = Field(
+        default="kubernetes",
+        description="kubernetes: every request is a TokenReview and a SubjectAccessReview of its caller; "
+        "none (an explicit opt-in, logged): no authentication, the API's own rights apply",
+    )
+    auth_cache_seconds: float = Field(
+        default=10.0, ge=0, description="How long a TokenReview or SubjectAccessReview answer is reused"
+    )
+    rate_limit_per_second: float = Field(
+        default=20.0, ge=0, description="Requests per second each identity may make on average (0: no limit)"
+    )
+    rate_limit_burst: int = Field(default=100, ge=1, description="Requests an identity may make at once")
     merge_wait_seconds: float = Field(
         default=1800.0,
         ge=0,

@@ -10,14 +10,23 @@ import functools
 import time
 from dataclasses import dataclass
 
-from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi, VersionApi
+from kubernetes.client import (
+    ApiClient,
+    AuthenticationV1Api,
+    AuthorizationV1Api,
+    CoreV1Api,
+    CustomObjectsApi,
+    VersionApi,
+)
 
 from evalkube import kube, resource
+from evalkube.api.auth import Auth
 from evalkube.api.cache import WatchCache
 from evalkube.api.catalog import CatalogSource
 from evalkube.api.evaljobs import EvalJobs
 from evalkube.api.merges import Merges
 from evalkube.api.name_checks import NameChecks
+from evalkube.api.rate_limit import RateLimit
 from evalkube.api.reachability import Reachability
 from evalkube.api.settings import ApiSettings
 
@@ -41,6 +50,8 @@ class ApiState:
     merges: Merges
     merges_cache: WatchCache
     settings: ApiSettings
+    auth: Auth
+    rate_limit: RateLimit
 
     @classmethod
     def open(cls, settings: ApiSettings) -> ApiState:
@@ -85,6 +96,14 @@ class ApiState:
             merges=Merges(custom, merges_cache, namespace, timeout),
             merges_cache=merges_cache,
             settings=settings,
+            auth=Auth(
+                AuthenticationV1Api(client),
+                AuthorizationV1Api(client),
+                enabled=settings.auth == "kubernetes",
+                cache_seconds=settings.auth_cache_seconds,
+                timeout=timeout,
+            ),
+            rate_limit=RateLimit(settings.rate_limit_per_second, settings.rate_limit_burst),
         )
 
     def wait_synced(self, timeout: float) -> None:

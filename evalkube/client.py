@@ -20,6 +20,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
@@ -88,6 +89,30 @@ def _json(response: httpx.Response) -> Any:
     return response.json()
 
 
+#: Where Kubernetes puts a pod's ServiceAccount token: a client in a training pod uses it by itself.
+SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+
+
+class _BearerToken(httpx.Auth):
+    """`Authorization: Bearer` with a fixed token, or the pod's ServiceAccount token read afresh for
+    each request (the kubelet rotates that file; a training loop's client lives for days)."""
+
+    def __init__(self, token: str | None) -> None:
+        self.token = token
+
+    def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
+        token = self.token
+        if token is None and SERVICE_ACCOUNT_TOKEN.is_file():
+            token = SERVICE_ACCOUNT_TOKEN.read_text().strip()
+        if not token and (request.url.username or request.url.password):
+            # Credentials in the URL (`http://token:T@evalkube:8000`), as lmms-eval's client sends them.
+            yield from httpx.BasicAuth(request.url.username, request.url.password).auth_flow(request)
+            return
+        if token and "authorization" not in request.headers:
+            request.headers["Authorization"] = f"Bearer {token}"
+        yield request
+
+
 def _evaluate_body(fields: dict[str, Any], custom_tasks: str | None, defaults: Mapping[str, Any]) -> dict[str, Any]:
     """The POST /evaluate body: the given fields, the client's defaults for the ones not given."""
     fields = {**fields, "custom_tasks": custom_tasks}
@@ -130,16 +155,19 @@ class EvalClient:
         base_url: str = "http://localhost:8000",
         timeout: float | None = None,
         *,
+        token: str | None = None,
         defaults: Mapping[str, Any] | None = None,
     ) -> None:
         """`timeout`: seconds per HTTP request; None waits for ever (lmms-eval's default).
 
+        `token`: the bearer token the API authenticates (a ServiceAccount token, `kubectl create
+        token`); unset, inside a pod, the pod's own ServiceAccount token.
         `defaults`: request fields every `evaluate` sends unless it gives them itself (e.g.
         `{"priority": 5, "custom_tasks": "my-tasks"}`), for callers that only know lmms-eval's
         arguments, such as lmms-engine's EvalServerBackend.
         """
         self.base_url = base_url.rstrip("/")
-        self.client = httpx.Client(timeout=timeout)
+        self.client = httpx.Client(timeout=timeout, auth=_BearerToken(token))
         self.defaults = dict(defaults or {})
 
     def __enter__(self) -> EvalClient:
@@ -322,11 +350,12 @@ class AsyncEvalClient:
         base_url: str = "http://localhost:8000",
         timeout: float | None = None,
         *,
+        token: str | None = None,
         defaults: Mapping[str, Any] | None = None,
     ) -> None:
         """See EvalClient."""
         self.base_url = base_url.rstrip("/")
-        self.client = httpx.AsyncClient(timeout=timeout)
+        self.client = httpx.AsyncClient(timeout=timeout, auth=_BearerToken(token))
         self.defaults = dict(defaults or {})
 
     async def __aenter__(self) -> AsyncEvalClient:

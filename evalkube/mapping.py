@@ -136,7 +136,7 @@ def spec_to_request(spec: Mapping[str, Any]) -> EvaluateRequest:
     return EvaluateRequest.model_construct(**values)
 
 
-def evaljob_manifest(request: EvaluateRequest, namespace: str) -> dict[str, Any]:
+def evaljob_manifest(request: EvaluateRequest, namespace: str, submitted_by: str | None = None) -> dict[str, Any]:
     """A new EvalJob for a request; the apiserver picks the name (job_id) from `eval-`."""
     return {
         "apiVersion": resource.API_VERSION,
@@ -144,7 +144,10 @@ def evaljob_manifest(request: EvaluateRequest, namespace: str) -> dict[str, Any]
         "metadata": {
             "generateName": resource.GENERATE_NAME,
             "namespace": namespace,
-            "annotations": {resource.ANNOTATION_SUBMITTED_AT: now_rfc3339(precise=True)},
+            "annotations": {
+                resource.ANNOTATION_SUBMITTED_AT: now_rfc3339(precise=True),
+                **({resource.ANNOTATION_SUBMITTED_BY: submitted_by} if submitted_by else {}),
+            },
         },
         "spec": request_to_spec(request),
     }
@@ -174,6 +177,7 @@ def job_info(evaljob: dict[str, Any], position_in_queue: int | None = None) -> J
         message=status.get("message"),
         progress=from_spec(JobProgress, status["progress"]) if status.get("progress") else None,
         metrics=status.get("metrics"),
+        submitted_by=(metadata.get("annotations") or {}).get(resource.ANNOTATION_SUBMITTED_BY),
     )
 
 

@@ -253,6 +253,7 @@ class JobInfo(BaseModel):
     message: str | None = None
     progress: JobProgress | None = None
     metrics: dict[str, Any] | None = None
+    submitted_by: str | None = Field(default=None, description="Who submitted it through the API (their username)")
 
 
 class JobSubmitResponse(BaseModel):

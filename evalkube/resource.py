@@ -31,6 +31,8 @@ LABEL_EVALJOB = "evalkube.dev/evaljob"
 #: Microsecond submission time set by the API: creationTimestamp has whole seconds only, and
 #: FIFO order among jobs submitted in the same second must hold.
 ANNOTATION_SUBMITTED_AT = "evalkube.dev/submitted-at"
+#: Who submitted an EvalJob through the API (the TokenReview's username): JobInfo.submitted_by.
+ANNOTATION_SUBMITTED_BY = "evalkube.dev/submitted-by"
 
 #: Data keys of the results ConfigMap the evaluator pod writes.
 RESULTS_KEY = "results.json"

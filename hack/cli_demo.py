@@ -83,7 +83,8 @@ def main() -> None:
     api_client = kube.api_client(kubeconfig)
     kubelet = FakeKubelet(api_client, NAMESPACE, run_containers=True, container_kubeconfig=kubeconfig,
                           workdir=work / "pods", emulator=emulator).start()  # fmt: skip
-    cli_env = {**os.environ, "EVALKUBE_URL": f"http://127.0.0.1:{port}", "COLUMNS": "120"}
+    # The API authenticates (its default): the CLI sends the kubeconfig's token, an admin's here.
+    cli_env = {**os.environ, "EVALKUBE_URL": f"http://127.0.0.1:{port}", "EVALKUBE_TOKEN": "demo", "COLUMNS": "120"}
     try:
         model_dir = make_tiny_model(work / "models")
         task, files = make_tiny_task()

@@ -49,7 +49,10 @@ def main() -> None:
     emulator = KubeEmulator().start()
     emulator.apply_crd(yaml.safe_load((REPO / "crds" / "evaljob.yaml").read_text()))
     kubeconfig = str(emulator.write_kubeconfig(work / "kubeconfig", token="demo"))
-    env = {**os.environ, "KUBECONFIG": kubeconfig}
+    # The work folder stands in for the shared volume the training pods and evalkube's pods mount
+    # at the same path; the API authenticates callers (its default) and the demo's token is an admin's.
+    shared = json.dumps([{"claimName": "demo", "mountPath": str(work)}])
+    env = {**os.environ, "KUBECONFIG": kubeconfig, "EVALKUBE_SHARED_VOLUMES": shared}
     port = free_port()
     logs = open(work / "components.log", "wb")  # noqa: SIM115
     components = [
@@ -70,7 +73,7 @@ def main() -> None:
             NAMESPACE, {"metadata": {"name": "demo-tasks"}, "data": files}
         )
 
-        with EvalClient(f"http://127.0.0.1:{port}", timeout=30) as client:
+        with EvalClient(f"http://127.0.0.1:{port}", timeout=30, token="demo") as client:
             deadline = time.monotonic() + 60
             while not client.is_healthy():
                 if time.monotonic() > deadline:

@@ -100,7 +100,7 @@ evaljob_state() {
   esac
 }
 rest_job_state() {
-  case "$(curl -fsS "$API/jobs/$1" | json 'd["status"]')" in
+  case "$(curl -fsS -H "$AUTH" "$API/jobs/$1" | json 'd["status"]')" in
     completed) echo ok ;;
     failed | cancelled) echo failed ;;
   esac
@@ -204,6 +204,14 @@ log "6. helm install"
   --wait --timeout 10m
 k rollout status "deployment/$RELEASE-operator" --timeout=300s
 k rollout status "deployment/$RELEASE-api" --timeout=300s
+# The API authenticates (api.auth=kubernetes, the default): the REST calls come from a tenant
+# ServiceAccount bound to the chart README's submitter Role, with a token from `kubectl create token`.
+k create serviceaccount e2e-submitter --dry-run=client -o yaml | k apply -f -
+k create role evalkube-submitter --verb=create,get,list,patch --resource=evaljobs.evalkube.dev \
+  --dry-run=client -o yaml | k apply -f -
+k create rolebinding e2e-submitter --role=evalkube-submitter --serviceaccount="$NS:e2e-submitter" \
+  --dry-run=client -o yaml | k apply -f -
+AUTH="Authorization: Bearer $(k create token e2e-submitter)"
 
 log "7. submit: REST and kubectl"
 task=$("$PYTHON" -c 'import sys; sys.path.insert(0, "tests"); from pathlib import Path
@@ -219,7 +227,7 @@ request=$(cat <<EOF
  "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "4Gi"}}}
 EOF
 )
-job_id=$(curl -fsS -X POST "$API/evaluate" -H 'Content-Type: application/json' -d "$request" | json 'd["job_id"]')
+job_id=$(curl -fsS -X POST "$API/evaluate" -H "$AUTH" -H 'Content-Type: application/json' -d "$request" | json 'd["job_id"]')
 echo "REST job: $job_id"
 # `create`, not `apply`: the EvalJob has a generateName. On a reused cluster the example's task
 # ConfigMap exists already (AlreadyExists), which is fine as long as the EvalJob was created.
@@ -231,12 +239,12 @@ log "8. results"
 wait_for "$TIMEOUT" "REST job $job_id" rest_job_state "$job_id"
 wait_for "$TIMEOUT" "EvalJob $example" evaljob_state "$example"
 k get evaljobs
-curl -fsS "$API/jobs/$job_id" >"$WORK/rest-job.json"
+curl -fsS -H "$AUTH" "$API/jobs/$job_id" >"$WORK/rest-job.json"
 echo "REST job $job_id metrics:"
-json 'json.dumps(d["result"]["results"], indent=2)' <"$WORK/rest-job.json"
+json 'json.dumps(d["metrics"]["results"], indent=2)' <"$WORK/rest-job.json"
 echo "EvalJob $example metrics:"
-k get evaljob "$example" -o json | json 'json.dumps(d["status"]["result"]["results"], indent=2)'
-score=$(json "d['result']['results']['$task']['exact_match,none']" <"$WORK/rest-job.json")
+k get evaljob "$example" -o json | json 'json.dumps(d["status"]["metrics"]["results"], indent=2)'
+score=$(json "d['metrics']['results']['$task']['exact_match,none']" <"$WORK/rest-job.json")
 [ "$score" = 1.0 ] || die "exact_match of the tiny model is $score, expected 1.0"
 
 log "9. deleting an EvalJob deletes its Job and results ConfigMap"

@@ -7,6 +7,7 @@ controllers a cluster would run (tests/harness/kubelet.py).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,11 @@ from evalkube import resource
 from evalkube.kube import or_none
 
 pytest.register_assert_rewrite("harness")
+
+# The API's authentication (TokenReview + SubjectAccessReview per request) is on by default; the
+# tests of everything else run their in-process APIs with it off, and tests/test_api_auth.py (and
+# the recorded-RBAC test) turn it on explicitly with `auth="kubernetes"`.
+os.environ.setdefault("EVALKUBE_API_AUTH", "none")
 
 from evaluator_fixtures import make_tiny_model  # noqa: E402
 from harness.api_server import wait_until  # noqa: E402

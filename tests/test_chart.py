@@ -343,6 +343,10 @@ def test_api_env_and_probes() -> None:
         "EVALKUBE_API_PORT": "8000",
         "EVALKUBE_API_NAMESPACE": NAMESPACE,
         "EVALKUBE_CATALOG_CONFIGMAP": "evalkube-catalog",
+        "EVALKUBE_API_AUTH": "kubernetes",
+        "EVALKUBE_API_AUTH_CACHE_SECONDS": "10",
+        "EVALKUBE_API_RATE_LIMIT_PER_SECOND": "20",
+        "EVALKUBE_API_RATE_LIMIT_BURST": "100",
         "EVALKUBE_SHARED_VOLUMES": "[]",
     }
     assert api["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
@@ -403,6 +407,19 @@ def test_merge_rbac_lets_the_api_create_and_the_operator_run_checkpointmerges() 
 
 def granted_verbs(rules: list[dict[str, Any]], resource_name: str) -> set[str]:
     return {verb for rule in rules if resource_name in rule.get("resources", []) for verb in rule["verbs"]}
+
+
+def test_auth_none_drops_the_review_rights_and_a_network_policy_admits_only_its_peers() -> None:
+    docs = render("--set", "api.auth=none")
+    assert env(container(docs, "api"))["EVALKUBE_API_AUTH"] == "none"
+    assert not [d for d in find(docs, "ClusterRole") if d["metadata"]["name"].endswith("-api-auth")]
+    peers = '[{"namespaceSelector":{"matchLabels":{"team":"training"}}}]'
+    (policy,) = find(
+        render("--set", "api.networkPolicy.enabled=true", "--set-json", f"api.networkPolicy.from={peers}"),
+        "NetworkPolicy",
+    )
+    assert policy["spec"]["ingress"] == [{"ports": [{"port": 8000, "protocol": "TCP"}], "from": json.loads(peers)}]
+    assert policy["spec"]["podSelector"] == deployment(docs, "api")["spec"]["selector"]
 
 
 def test_api_namespace_may_differ_from_the_release_namespace() -> None:
@@ -562,6 +579,8 @@ API_NEEDS = [
     *[(v, "", "configmaps", "") for v in ("get", "list", "watch")],
     ("list", "", "pods", ""),  # GET /jobs/{id}/logs: the evaluator pod by its label,
     ("get", "", "pods", "log"),  # and its log
+    ("create", "authentication.k8s.io", "tokenreviews", ""),  # who the caller is,
+    ("create", "authorization.k8s.io", "subjectaccessreviews", ""),  # and what they may do
 ]
 EVALUATOR_NEEDS = [(v, "", "configmaps", "") for v in ("create", "update", "patch")]
 
@@ -589,7 +608,9 @@ def test_operator_rules_cluster_wide() -> None:
 
 def test_operator_rules_namespaced_grant_nothing_cluster_wide() -> None:
     docs = render("-f", str(CHART / "ci" / "namespaced-values.yaml"))
-    assert not find(docs, "ClusterRole") and not find(docs, "ClusterRoleBinding")
+    # Nothing cluster-wide but the API's reviews of its callers (TokenReview/SAR are cluster-scoped).
+    cluster_wide = [d["metadata"]["name"] for d in find(docs, "ClusterRole") + find(docs, "ClusterRoleBinding")]
+    assert cluster_wide == [f"{FULLNAME}-api-auth"] * 2
     rules = rbac.rules_from_manifests(docs, service_account(docs, "operator"), NAMESPACE)
     assert {r["namespace"] for r in rules} == {"team-a", "team-b"}
     assert granted(rules) == set(OPERATOR_NEEDS)
@@ -602,7 +623,7 @@ def test_api_and_evaluator_rules(value_set: str) -> None:
     docs = render(*value_args(value_set))
     api_ns = env(container(docs, "api"))["EVALKUBE_API_NAMESPACE"]
     api = rbac.rules_from_manifests(docs, service_account(docs, "api"), NAMESPACE)
-    assert {r["namespace"] for r in api} == {api_ns}
+    assert {r["namespace"] for r in api} == {api_ns, None}  # None: the cluster-scoped reviews
     assert granted(api) == set(API_NEEDS)
     operator_env = env(container(docs, "operator"))
     evaluator_sa = operator_env["EVALKUBE_EVALUATOR_SERVICE_ACCOUNT"]

@@ -105,6 +105,18 @@ def catalog_served(client: EvalClient) -> bool:
         return False
 
 
+#: The chart README's example tenant Role, and what the workload's caller needs besides.
+SUBMITTER_RULES = [
+    {"apiGroups": ["evalkube.dev"], "resources": ["evaljobs"], "verbs": ["create", "get", "list", "patch"]},
+    {"apiGroups": ["evalkube.dev"], "resources": ["checkpointmerges"], "verbs": ["create", "get"]},
+    {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+]
+
+
+def cluster_client(cluster: Cluster) -> kubernetes.client.ApiClient:
+    return cluster.custom.api_client
+
+
 def merge_names(cluster: Cluster) -> list[str]:
     listed = cluster.custom.list_namespaced_custom_object(
         resource.GROUP, resource.VERSION, cluster.namespace, resource.MERGE_PLURAL
@@ -129,9 +141,25 @@ def test_each_serviceaccount_may_do_exactly_what_its_component_does(
 ) -> None:
     first = len(kube_emulator.requests)
     operator = start_operator(max_completed_jobs=1, max_running=1, shared_volumes=shared_volumes)
+    # The API authenticates and authorizes its caller (the default): a submitter with the chart
+    # README's tenant Role, so the API's own TokenReviews and SubjectAccessReviews are recorded too.
+    kube_emulator.add_token("submitter-token", "submitter")
+    rbac_api = kubernetes.client.RbacAuthorizationV1Api(cluster_client(cluster))
+    rbac_api.create_namespaced_role(namespace, {"metadata": {"name": "submitter"}, "rules": SUBMITTER_RULES})
+    rbac_api.create_namespaced_role_binding(
+        namespace,
+        {
+            "metadata": {"name": "submitter"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "submitter"},
+            "subjects": [{"kind": "User", "name": "submitter", "apiGroup": "rbac.authorization.k8s.io"}],
+        },
+    )
+    settings = ApiSettings(
+        namespace=namespace, kubeconfig=api_kubeconfig, shared_volumes=shared_volumes, auth="kubernetes"
+    )
     with (
-        ApiServer(ApiSettings(namespace=namespace, kubeconfig=api_kubeconfig, shared_volumes=shared_volumes)) as api,
-        EvalClient(api.url, timeout=30) as client,
+        ApiServer(settings) as api,
+        EvalClient(api.url, timeout=30, token="submitter-token") as client,
         kube.api_client(kubeconfigs["evaluator"]) as pod,
     ):
         evaluator = kubernetes.client.CoreV1Api(pod)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException
 
 from evalkube.api.catalog import Catalog, CatalogUnavailable
-from evalkube.api.deps import CatalogDep
+from evalkube.api.deps import CatalogDep, allowed
 
 router = APIRouter(tags=["catalog"])
 
@@ -19,13 +19,13 @@ def _current(catalog: CatalogDep) -> Catalog:
         raise HTTPException(status_code=503, detail=str(exc)) from None
 
 
-@router.get("/tasks", responses=_UNAVAILABLE)
+@router.get("/tasks", responses=_UNAVAILABLE, dependencies=[allowed("list", "evaljobs")])
 async def list_tasks(catalog: CatalogDep) -> dict[str, list[str]]:
     """Every task (and group) name the evaluator image can run."""
     return {"tasks": _current(catalog).tasks}
 
 
-@router.get("/models", responses=_UNAVAILABLE)
+@router.get("/models", responses=_UNAVAILABLE, dependencies=[allowed("list", "evaljobs")])
 async def list_models(catalog: CatalogDep) -> dict[str, list[str]]:
     """Every model backend name the evaluator image can run."""
     return {"models": _current(catalog).models}

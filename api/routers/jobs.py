@@ -6,12 +6,13 @@ the Kubernetes API are plain `def`: FastAPI runs them in its thread pool, as the
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException
 
 from evalkube import mapping, resource
-from evalkube.api.deps import EvalJobsDep, MountsDep, NameChecksDep
+from evalkube.api.auth import NOBODY, Identity
+from evalkube.api.deps import EvalJobsDep, MountsDep, NameChecksDep, allowed
 from evalkube.api.evaljobs import EvalJobs
 from evalkube.api.path_checks import check_paths
 from evalkube.api.policy_checks import PolicyDep
@@ -33,13 +34,18 @@ def _found(evaljobs: EvalJobs, job_id: str) -> dict[str, Any]:
 
 @router.post("/evaluate", response_model=JobSubmitResponse)
 def submit(
-    body: EvaluateRequest, evaljobs: EvalJobsDep, name_checks: NameChecksDep, mounts: MountsDep, policy: PolicyDep
+    caller: Annotated[Identity, allowed("create", "evaljobs")],
+    body: EvaluateRequest,
+    evaljobs: EvalJobsDep,
+    name_checks: NameChecksDep,
+    mounts: MountsDep,
+    policy: PolicyDep,
 ) -> JobSubmitResponse:
     """Create the EvalJob; the operator runs it when its turn (priority, then age) and resources come."""
     check_paths(body.model_dump(), mounts)
     policy.check(body)  # 403 naming the rule; the operator applies the same rules to kubectl users
     name_checks.check(body)
-    evaljob = evaljobs.create(body)
+    evaljob = evaljobs.create(body, submitted_by=caller.username if caller is not NOBODY else None)
     position = position_in_queue(evaljob, evaljobs.all())
     return JobSubmitResponse(
         job_id=evaljob["metadata"]["name"],
@@ -49,7 +55,7 @@ def submit(
     )
 
 
-@router.get("/jobs/{job_id}", response_model=JobInfo, responses=_NOT_FOUND)
+@router.get("/jobs/{job_id}", response_model=JobInfo, responses=_NOT_FOUND, dependencies=[allowed("get", "evaljobs")])
 def get_job(job_id: str, evaljobs: EvalJobsDep) -> JobInfo:
     """Status, times, and once completed lmms-eval's `result` (paths) and the `metrics` themselves."""
     evaljob = _found(evaljobs, job_id)
@@ -61,6 +67,7 @@ def get_job(job_id: str, evaljobs: EvalJobsDep) -> JobInfo:
 @router.delete(
     "/jobs/{job_id}",
     responses={**_NOT_FOUND, 400: {"description": "The job already finished"}},
+    dependencies=[allowed("patch", "evaljobs")],
 )
 def cancel_job(job_id: str, evaljobs: EvalJobsDep) -> dict[str, str]:
     """Cancel a queued or running job (lmms-eval can cancel only queued ones).

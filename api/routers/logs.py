@@ -31,7 +31,7 @@ from kubernetes.client import CoreV1Api
 from kubernetes.client.exceptions import ApiException
 
 from evalkube import mapping, resource
-from evalkube.api.deps import EvalJobsDep, StateDep
+from evalkube.api.deps import EvalJobsDep, StateDep, allowed
 from evalkube.kube import api_message
 from evalkube.protocol import JobStatus
 
@@ -112,6 +112,8 @@ async def _relay(response: urllib3.BaseHTTPResponse) -> AsyncIterator[bytes]:
         404: {"description": "No such job, or its pod is gone and left no log tail"},
         409: {"description": "The job has no log yet: queued, or its container has not started"},
     },
+    # Reading a job's log through the API is `kubectl logs` of its pod: both rights, in its namespace.
+    dependencies=[allowed("get", "evaljobs"), allowed("get", "pods", "log", group="")],
 )
 def job_logs(
     job_id: str,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import anyio
 from fastapi import APIRouter, HTTPException
 
-from evalkube.api.deps import MergesDep, MountsDep, SettingsDep
+from evalkube.api.deps import MergesDep, MountsDep, SettingsDep, allowed
 from evalkube.api.merges import merge_response
 from evalkube.api.path_checks import check_paths
 from evalkube.protocol import MergeRequest, MergeResponse
@@ -27,7 +27,9 @@ _ERRORS = {
 }
 
 
-@router.post("/merge", response_model=MergeResponse, responses=_ERRORS)
+@router.post(
+    "/merge", response_model=MergeResponse, responses=_ERRORS, dependencies=[allowed("create", "checkpointmerges")]
+)
 async def merge_checkpoint(
     body: MergeRequest, merges: MergesDep, mounts: MountsDep, settings: SettingsDep
 ) -> MergeResponse:
@@ -43,7 +45,12 @@ async def merge_checkpoint(
     return merge_response(merge)
 
 
-@router.get("/merges/{merge_id}", response_model=MergeResponse, responses={404: {"description": "No such merge"}})
+@router.get(
+    "/merges/{merge_id}",
+    response_model=MergeResponse,
+    responses={404: {"description": "No such merge"}},
+    dependencies=[allowed("get", "checkpointmerges")],
+)
 def get_merge(merge_id: str, merges: MergesDep) -> MergeResponse:
     """A merge's state: queued, running, completed (with merged_path) or failed (with the reason)."""
     merge = merges.get(merge_id)

@@ -18,7 +18,7 @@ from prometheus_client.registry import Collector
 
 from evalkube import mapping
 from evalkube.api.cache import WatchCache
-from evalkube.api.deps import StateDep
+from evalkube.api.deps import StateDep, allowed
 from evalkube.protocol import JobStatus
 
 router = APIRouter(tags=["metrics"])
@@ -48,7 +48,7 @@ class EvalJobCollector(Collector):
         )
 
 
-@router.get("/metrics", response_class=Response)
+@router.get("/metrics", response_class=Response, dependencies=[allowed("list", "evaljobs")])
 def metrics(state: StateDep) -> Response:
     registry = CollectorRegistry()
     registry.register(EvalJobCollector(state.jobs_cache))

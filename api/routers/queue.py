@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from evalkube import mapping
-from evalkube.api.deps import EvalJobsDep
+from evalkube.api.deps import EvalJobsDep, allowed
 from evalkube.ordering import queued_in_run_order
 from evalkube.protocol import JobStatus, QueueStatusResponse
 
@@ -20,7 +20,7 @@ def _started(evaljob: dict[str, Any]) -> tuple[str, str]:
     return ((evaljob.get("status") or {}).get("startedAt") or metadata.get("creationTimestamp") or "", metadata["name"])
 
 
-@router.get("/queue", response_model=QueueStatusResponse)
+@router.get("/queue", response_model=QueueStatusResponse, dependencies=[allowed("list", "evaljobs")])
 async def queue(evaljobs: EvalJobsDep) -> QueueStatusResponse:
     """queued_jobs in the order they will run; running_job is the longest-running one."""
     everything = evaljobs.all()
