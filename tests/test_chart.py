@@ -268,10 +268,15 @@ def test_images_default_to_the_app_version_which_is_the_package_version() -> Non
     )
 
 
+#: The chart's default policy: the secure defaults of evalkube.policy.Policy, said explicitly.
+DEFAULT_POLICY = '{"allowCustomTaskCode":false,"allowNodeSelector":false,"allowOnline":false,"allowTolerations":false,"allowTrustRemoteCode":false,"allowedImages":[],"maxGpus":8,"maxResources":{}}'
+
+
 def test_operator_env_defaults() -> None:
     assert env(container(render(), "operator")) == {
         "POD_ID": {"fieldRef": {"fieldPath": "metadata.name"}},
         "EVALKUBE_EVALUATOR_IMAGE": "ghcr.io/evalkube/evaluator:0.1.0",
+        "EVALKUBE_POLICY": DEFAULT_POLICY,
         "EVALKUBE_IMAGE_PULL_POLICY": "IfNotPresent",
         "EVALKUBE_EVALUATOR_SERVICE_ACCOUNT": f"{FULLNAME}-evaluator",
         "EVALKUBE_GPU_RESOURCE_NAME": "nvidia.com/gpu",
@@ -344,6 +349,8 @@ def test_api_env_and_probes() -> None:
         "EVALKUBE_API_NAMESPACE": NAMESPACE,
         "EVALKUBE_CATALOG_CONFIGMAP": "evalkube-catalog",
         "EVALKUBE_API_AUTH": "kubernetes",
+        "EVALKUBE_POLICY": DEFAULT_POLICY,
+        "EVALKUBE_EVALUATOR_IMAGE": "ghcr.io/evalkube/evaluator:0.1.0",
         "EVALKUBE_API_AUTH_CACHE_SECONDS": "10",
         "EVALKUBE_API_RATE_LIMIT_PER_SECOND": "20",
         "EVALKUBE_API_RATE_LIMIT_BURST": "100",
@@ -394,6 +401,24 @@ def test_one_shared_volumes_value_feeds_the_operator_and_the_api(monkeypatch: py
     assert operator.mount_paths() == api.mount_paths() == ["/shared", "/out", "/cache"]
     assert [v.claim_name for v in operator.shared_volumes] == ["ckpt", "out"]
     assert operator.shared_volumes[0].read_only and operator.shared_volumes[1].sub_path == "evals"
+
+
+def test_one_policy_value_feeds_the_operator_and_the_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    from evalkube.api.settings import ApiSettings
+    from evalkube.operator.settings import OperatorSettings
+
+    docs = render(
+        "--set-json", 'policy={"allowedImages":["registry.example/evals/*"],"maxGpus":4,"maxResources":{"memory":"64Gi"}}',
+        "--set", "evaluator.allowOnline=true",
+    )  # fmt: skip
+    for component in ("operator", "api"):
+        for key, value in env(container(docs, component)).items():
+            if isinstance(value, str):
+                monkeypatch.setenv(key, value)
+    operator, api = OperatorSettings(), ApiSettings()
+    assert operator.policy.model_dump() == api.admission_policy().model_dump()
+    assert (operator.policy.max_gpus, operator.policy.allowed_images) == (4, ["registry.example/evals/*"])
+    assert operator.policy.allow_online is True and operator.policy.max_resources == {"memory": "64Gi"}
 
 
 def test_merge_rbac_lets_the_api_create_and_the_operator_run_checkpointmerges() -> None:

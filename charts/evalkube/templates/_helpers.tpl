@@ -47,6 +47,12 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
 {{/* The namespace the API creates EvalJobs in (and the catalog ConfigMap lives in). */}}
+{{- /* EVALKUBE_POLICY for the operator and the API alike: the policy values, with allowOnline
+from evaluator.allowOnline (one setting for one rule). */ -}}
+{{- define "evalkube.policy" -}}
+{{- toJson (merge (dict "allowOnline" .Values.evaluator.allowOnline) .Values.policy) -}}
+{{- end -}}
+
 {{- define "evalkube.apiNamespace" -}}
 {{- default .Release.Namespace .Values.api.namespace -}}
 {{- end -}}
