@@ -151,11 +151,11 @@ def test_the_api_restarted_during_a_merge_the_merge_is_read_back_by_its_id(
             waiting = pool.submit(httpx.post, f"{api.url}/merge", json={"checkpoint_path": "/ckpt/run"}, timeout=90)
             merge = wait_until(lambda: only_merge(cluster), "the CheckpointMerge")
             kubelet.run_pod(merge)
-        try:  # the API went away under the waiting request (after its shutdown grace)
-            cut_short = waiting.result(30).json()
+        try:  # the API went away under the waiting request (after its shutdown grace): no success
+            cut_short = waiting.result(30)
+            assert cut_short.status_code != 200 or cut_short.json()["success"] is False
         except httpx.HTTPError:
-            cut_short = {"success": False}
-        assert cut_short["success"] is False
+            pass  # or the connection was cut
     kubelet.finish(merge, 0, message=merge_summary("/ckpt/run"))
     with ApiServer(settings, port=port) as api:
         done = wait_until(
