@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import anyio
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Query, Request
 
 from evalkube.api.auth import Identity, Permission, bearer_token
 from evalkube.api.catalog import CatalogSource
@@ -18,7 +18,7 @@ from evalkube.api.evaljobs import EvalJobs
 from evalkube.api.merges import Merges
 from evalkube.api.name_checks import NameChecks
 from evalkube.api.settings import ApiSettings
-from evalkube.api.state import ApiState
+from evalkube.api.state import ApiState, Tenant
 from evalkube.resource import GROUP
 
 
@@ -29,14 +29,53 @@ async def api_state(request: Request) -> ApiState:
 StateDep = Annotated[ApiState, Depends(api_state)]
 
 
-async def evaljobs(state: StateDep) -> EvalJobs:
+async def caller(request: Request, state: StateDep) -> Identity:
+    """The authenticated, rate-limited caller (401 or 429 otherwise); once per request."""
+    identity = await anyio.to_thread.run_sync(state.auth.authenticate, bearer_token(request))
+    state.rate_limit.take(identity.username if state.auth.enabled else (request.client.host if request.client else ""))
+    request.state.identity = identity
+    return identity
+
+
+CallerDep = Annotated[Identity, Depends(caller)]
+
+
+async def tenant(
+    state: StateDep,
+    who: CallerDep,
+    namespace: Annotated[
+        str | None,
+        Query(
+            description="The namespace of the request's EvalJobs: default the caller's ServiceAccount's "
+            "namespace when this API serves it, else the API's own",
+            max_length=63,
+        ),
+    ] = None,
+) -> Tenant:
+    """The namespace a request is about. A job_id is unique within its namespace only, so a caller
+    using another namespace than its own names it on every request (our clients: `namespace=`)."""
+    own = who.service_account_namespace
+    chosen = namespace or (own if own in state.tenants else None) or state.settings.namespace
+    found = state.tenants.get(chosen)
+    if found is None:
+        served = ", ".join(state.tenants)
+        raise HTTPException(
+            status_code=404, detail=f"namespace {chosen!r} is not served by this API (served: {served})"
+        )
+    return found
+
+
+TenantDep = Annotated[Tenant, Depends(tenant)]
+
+
+async def evaljobs(target: TenantDep) -> EvalJobs:
     """The EvalJobs, once the cache holds a first LIST (before that, answers would be guesses)."""
-    if not state.jobs_cache.synced:
+    if not target.jobs_cache.synced:
         raise HTTPException(
             status_code=503,
-            detail=f"EvalJobs have not been loaded from Kubernetes yet ({state.jobs_cache.error or 'loading'})",
+            detail=f"EvalJobs have not been loaded from Kubernetes yet ({target.jobs_cache.error or 'loading'})",
         )
-    return state.evaljobs
+    return target.evaljobs
 
 
 EvalJobsDep = Annotated[EvalJobs, Depends(evaljobs)]
@@ -49,8 +88,8 @@ async def catalog(state: StateDep) -> CatalogSource:
 CatalogDep = Annotated[CatalogSource, Depends(catalog)]
 
 
-async def name_checks(state: StateDep) -> NameChecks:
-    return state.name_checks
+async def name_checks(target: TenantDep) -> NameChecks:
+    return target.name_checks
 
 
 NameChecksDep = Annotated[NameChecks, Depends(name_checks)]
@@ -64,14 +103,14 @@ async def mounts(state: StateDep) -> list[str]:
 MountsDep = Annotated[list[str], Depends(mounts)]
 
 
-async def merges(state: StateDep) -> Merges:
+async def merges(target: TenantDep) -> Merges:
     """The CheckpointMerges, once their cache holds a first LIST."""
-    if not state.merges.cache.synced:
+    if not target.merges_cache.synced:
         raise HTTPException(
             status_code=503,
-            detail=f"CheckpointMerges have not been loaded from Kubernetes yet ({state.merges.cache.error or 'loading'})",
+            detail=f"CheckpointMerges have not been loaded from Kubernetes yet ({target.merges_cache.error or 'loading'})",
         )
-    return state.merges
+    return target.merges
 
 
 MergesDep = Annotated[Merges, Depends(merges)]
@@ -86,17 +125,11 @@ SettingsDep = Annotated[ApiSettings, Depends(settings)]
 
 def allowed(verb: str, resource: str, subresource: str = "", group: str = GROUP) -> Any:
     """A dependency: the caller, authenticated, rate-limited, and allowed `verb resource` in the
-    namespace; 401, 429 or 403 (naming the missing permission) otherwise."""
+    request's namespace; 401, 429 or 403 (naming the missing permission) otherwise."""
     permission = Permission(verb, resource, subresource, group)
 
-    async def check(request: Request, state: StateDep) -> Identity:
-        token = bearer_token(request)
-        identity = await anyio.to_thread.run_sync(state.auth.authenticate, token)
-        state.rate_limit.take(
-            identity.username if state.auth.enabled else (request.client.host if request.client else "")
-        )
-        await anyio.to_thread.run_sync(state.auth.authorize, identity, permission, state.settings.namespace)
-        request.state.identity = identity
-        return identity
+    async def check(state: StateDep, who: CallerDep, target: TenantDep) -> Identity:
+        await anyio.to_thread.run_sync(state.auth.authorize, who, permission, target.namespace)
+        return who
 
     return Depends(check)

@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException
 from kubernetes.client import CoreV1Api
 
-from evalkube.api.deps import StateDep
+from evalkube.api.deps import StateDep, TenantDep
 from evalkube.api.state import ApiState
 from evalkube.kube import or_none
 from evalkube.policy import Policy, violations
@@ -42,10 +42,10 @@ def check_policy(request: EvaluateRequest, policy: Policy, core: CoreV1Api, name
 class PolicyCheck:
     """The policy of the API's settings, with what reading a custom-tasks ConfigMap needs."""
 
-    def __init__(self, state: ApiState) -> None:
+    def __init__(self, state: ApiState, namespace: str) -> None:
         self._policy = state.settings.admission_policy()
         self._core = CoreV1Api(state.client)
-        self._namespace = state.settings.namespace
+        self._namespace = namespace
         self._timeout = state.settings.kube_timeout_seconds
 
     def check(self, request: EvaluateRequest) -> None:
@@ -53,8 +53,8 @@ class PolicyCheck:
         check_policy(request, self._policy, self._core, self._namespace, self._timeout)
 
 
-async def policy_check(state: StateDep) -> PolicyCheck:
-    return PolicyCheck(state)
+async def policy_check(state: StateDep, target: TenantDep) -> PolicyCheck:
+    return PolicyCheck(state, target.namespace)
 
 
 PolicyDep = Annotated[PolicyCheck, Depends(policy_check)]

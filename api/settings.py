@@ -27,6 +27,11 @@ class ApiSettings(BaseSettings):
     kubeconfig: str | None = Field(
         default=None, description="kubeconfig path; unset: in-cluster service account, else KUBECONFIG"
     )
+    namespaces: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Further namespaces served besides `namespace` (comma-separated): a request names "
+        "one with ?namespace=, else its ServiceAccount's namespace, else `namespace` is used",
+    )
     catalog_configmap: str = Field(
         default="evalkube-catalog",
         validation_alias=AliasChoices("EVALKUBE_CATALOG_CONFIGMAP", "catalog_configmap"),
@@ -93,6 +98,15 @@ class ApiSettings(BaseSettings):
         validation_alias=AliasChoices("EVALKUBE_EVALUATOR_IMAGE", "evaluator_image"),
         description="The operator's evaluator image, which the policy always allows",
     )
+
+    @field_validator("namespaces", mode="before")
+    @classmethod
+    def _namespaces(cls, value: Any) -> Any:
+        return [item.strip() for item in value.split(",") if item.strip()] if isinstance(value, str) else value
+
+    def served_namespaces(self) -> list[str]:
+        """Every namespace the API serves, its own first."""
+        return list(dict.fromkeys([self.namespace, *self.namespaces]))
 
     @field_validator("shared_volumes", mode="before")
     @classmethod

@@ -36,65 +36,100 @@ _POOL_SIZE = 42
 
 
 @dataclass
+class Tenant:
+    """One namespace the API serves: its EvalJobs and CheckpointMerges, each with a watch cache."""
+
+    namespace: str
+    jobs_cache: WatchCache
+    merges_cache: WatchCache
+    evaljobs: EvalJobs
+    merges: Merges
+    name_checks: NameChecks
+
+    @classmethod
+    def open(
+        cls, custom: CustomObjectsApi, core: CoreV1Api, catalog: CatalogSource, namespace: str, settings: ApiSettings
+    ) -> Tenant:
+        def cache(plural: str) -> WatchCache:
+            started = WatchCache(
+                functools.partial(
+                    custom.list_namespaced_custom_object, resource.GROUP, resource.VERSION, namespace, plural
+                ),
+                what=f"{plural} in {namespace}",
+                watch_timeout_seconds=settings.watch_timeout_seconds,
+            )
+            started.start()
+            return started
+
+        jobs_cache, merges_cache = cache(resource.PLURAL), cache(resource.MERGE_PLURAL)
+        timeout = settings.kube_timeout_seconds
+        return cls(
+            namespace=namespace,
+            jobs_cache=jobs_cache,
+            merges_cache=merges_cache,
+            evaljobs=EvalJobs(custom, jobs_cache, namespace, timeout),
+            merges=Merges(custom, merges_cache, namespace, timeout),
+            name_checks=NameChecks(catalog, core, namespace, timeout),
+        )
+
+
+@dataclass
 class ApiState:
-    """The API's connection to one namespace of one cluster."""
+    """The API's connection to the namespaces it serves in one cluster."""
 
     client: ApiClient
-    jobs_cache: WatchCache
     catalog_cache: WatchCache
-    evaljobs: EvalJobs
     catalog: CatalogSource
-    name_checks: NameChecks
     reachability: Reachability
     mounts: list[str]
-    merges: Merges
-    merges_cache: WatchCache
     settings: ApiSettings
     auth: Auth
     rate_limit: RateLimit
+    #: Every namespace served, the API's own (`settings.namespace`, the default) first.
+    tenants: dict[str, Tenant]
+
+    @property
+    def default(self) -> Tenant:
+        return self.tenants[self.settings.namespace]
+
+    # The default namespace's pieces, under the names single-namespace code uses.
+    @property
+    def jobs_cache(self) -> WatchCache:
+        return self.default.jobs_cache
+
+    @property
+    def evaljobs(self) -> EvalJobs:
+        return self.default.evaljobs
+
+    @property
+    def merges(self) -> Merges:
+        return self.default.merges
+
+    @property
+    def name_checks(self) -> NameChecks:
+        return self.default.name_checks
 
     @classmethod
     def open(cls, settings: ApiSettings) -> ApiState:
-        """Connect to Kubernetes and start watching the EvalJobs and the catalog ConfigMap."""
+        """Connect to Kubernetes and start watching the catalog and each served namespace."""
         client = kube.api_client(settings.kubeconfig, pool_size=_POOL_SIZE)
         custom, core = CustomObjectsApi(client), CoreV1Api(client)
-        namespace = settings.namespace
-        jobs_cache = WatchCache(
-            functools.partial(
-                custom.list_namespaced_custom_object, resource.GROUP, resource.VERSION, namespace, resource.PLURAL
-            ),
-            what="evaljobs",
-            watch_timeout_seconds=settings.watch_timeout_seconds,
-        )
         catalog_cache = WatchCache(
-            functools.partial(core.list_namespaced_config_map, namespace),
+            functools.partial(core.list_namespaced_config_map, settings.namespace),
             what="catalog",
             field_selector=f"metadata.name={settings.catalog_configmap}",
             watch_timeout_seconds=settings.watch_timeout_seconds,
         )
-        merges_cache = WatchCache(
-            functools.partial(
-                custom.list_namespaced_custom_object, resource.GROUP, resource.VERSION, namespace, resource.MERGE_PLURAL
-            ),
-            what="checkpointmerges",
-            watch_timeout_seconds=settings.watch_timeout_seconds,
-        )
-        jobs_cache.start()
         catalog_cache.start()
-        merges_cache.start()
-        catalog = CatalogSource(catalog_cache, settings.catalog_configmap, namespace)
+        catalog = CatalogSource(catalog_cache, settings.catalog_configmap, settings.namespace)
+        tenants = {ns: Tenant.open(custom, core, catalog, ns, settings) for ns in settings.served_namespaces()}
         timeout = settings.kube_timeout_seconds
         return cls(
             client=client,
-            jobs_cache=jobs_cache,
             catalog_cache=catalog_cache,
-            evaljobs=EvalJobs(custom, jobs_cache, namespace, timeout),
             catalog=catalog,
-            name_checks=NameChecks(catalog, core, namespace, timeout),
             reachability=Reachability(VersionApi(client), settings.health_timeout_seconds),
             mounts=settings.mount_paths(),
-            merges=Merges(custom, merges_cache, namespace, timeout),
-            merges_cache=merges_cache,
             settings=settings,
             auth=Auth(
                 AuthenticationV1Api(client),
@@ -104,17 +139,20 @@ class ApiState:
                 timeout=timeout,
             ),
             rate_limit=RateLimit(settings.rate_limit_per_second, settings.rate_limit_burst),
+            tenants=tenants,
         )
+
+    def caches(self) -> list[WatchCache]:
+        return [self.catalog_cache, *(c for t in self.tenants.values() for c in (t.jobs_cache, t.merges_cache))]
 
     def wait_synced(self, timeout: float) -> None:
         """Block until both caches hold a first LIST, or `timeout` seconds pass."""
         deadline = time.monotonic() + timeout
-        for cache in (self.jobs_cache, self.catalog_cache, self.merges_cache):
+        for cache in self.caches():
             cache.wait_synced(max(0.0, deadline - time.monotonic()))
 
     def close(self) -> None:
         """Stop both watches and close the connections."""
-        self.jobs_cache.stop()
-        self.catalog_cache.stop()
-        self.merges_cache.stop()
+        for cache in self.caches():
+            cache.stop()
         self.client.close()

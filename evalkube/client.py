@@ -93,6 +93,10 @@ def _json(response: httpx.Response) -> Any:
 SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 
 
+def _namespace(namespace: str | None) -> dict[str, str] | None:
+    return {"namespace": namespace} if namespace else None
+
+
 class _BearerToken(httpx.Auth):
     """`Authorization: Bearer` with a fixed token, or the pod's ServiceAccount token read afresh for
     each request (the kubelet rotates that file; a training loop's client lives for days)."""
@@ -156,18 +160,21 @@ class EvalClient:
         timeout: float | None = None,
         *,
         token: str | None = None,
+        namespace: str | None = None,
         defaults: Mapping[str, Any] | None = None,
     ) -> None:
         """`timeout`: seconds per HTTP request; None waits for ever (lmms-eval's default).
 
         `token`: the bearer token the API authenticates (a ServiceAccount token, `kubectl create
         token`); unset, inside a pod, the pod's own ServiceAccount token.
+        `namespace`: the namespace (tenant) of every request (`?namespace=`); unset, the API uses
+        the caller's ServiceAccount namespace, else its own. A job_id is unique within its namespace.
         `defaults`: request fields every `evaluate` sends unless it gives them itself (e.g.
         `{"priority": 5, "custom_tasks": "my-tasks"}`), for callers that only know lmms-eval's
         arguments, such as lmms-engine's EvalServerBackend.
         """
         self.base_url = base_url.rstrip("/")
-        self.client = httpx.Client(timeout=timeout, auth=_BearerToken(token))
+        self.client = httpx.Client(timeout=timeout, auth=_BearerToken(token), params=_namespace(namespace))
         self.defaults = dict(defaults or {})
 
     def __enter__(self) -> EvalClient:
@@ -351,11 +358,12 @@ class AsyncEvalClient:
         timeout: float | None = None,
         *,
         token: str | None = None,
+        namespace: str | None = None,
         defaults: Mapping[str, Any] | None = None,
     ) -> None:
         """See EvalClient."""
         self.base_url = base_url.rstrip("/")
-        self.client = httpx.AsyncClient(timeout=timeout, auth=_BearerToken(token))
+        self.client = httpx.AsyncClient(timeout=timeout, auth=_BearerToken(token), params=_namespace(namespace))
         self.defaults = dict(defaults or {})
 
     async def __aenter__(self) -> AsyncEvalClient:

@@ -181,3 +181,69 @@ def test_auth_none_on_a_public_address_says_so_at_start(
         with ApiServer(ApiSettings(namespace=namespace, kubeconfig=api_kubeconfig, auth="none", host=host)) as server:
             assert httpx.get(f"{server.url}/queue").status_code == 200  # no token needed: the opt-in
         assert any("EVALKUBE_API_AUTH=none" in r.getMessage() for r in caplog.records) is warned, host
+
+
+@pytest.fixture
+def two_tenants(
+    kube_emulator: KubeEmulator, kube_client: kubernetes.client.ApiClient, namespace: str
+) -> dict[str, str]:
+    """Team B's namespace beside the test's (team A's), each with a submitter ServiceAccount."""
+    other = f"{namespace}-b"
+    kubernetes.client.CoreV1Api(kube_client).create_namespace({"metadata": {"name": other}})
+    rbac = kubernetes.client.RbacAuthorizationV1Api(kube_client)
+    for ns in (namespace, other):
+        kube_emulator.add_service_account_token(f"{ns}-trainer", ns, "trainer")
+        rbac.create_namespaced_role(ns, {"metadata": {"name": "submitter"}, "rules": SUBMITTER_RULES})
+        rbac.create_namespaced_role_binding(
+            ns,
+            {
+                "metadata": {"name": "trainer-submits"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "submitter"},
+                "subjects": [{"kind": "ServiceAccount", "name": "trainer", "namespace": ns}],
+            },
+        )
+    return {"a": namespace, "b": other, "a_token": f"{namespace}-trainer", "b_token": f"{other}-trainer"}
+
+
+def test_tenants_see_count_and_cancel_only_their_own_jobs(
+    api_kubeconfig: str, namespace: str, shared_volumes: str, two_tenants: dict[str, str]
+) -> None:
+    settings = api_settings(api_kubeconfig, namespace, shared_volumes, namespaces=[two_tenants["b"]])
+    with (
+        ApiServer(settings) as server,
+        EvalClient(server.url, timeout=30, token=two_tenants["a_token"]) as team_a,
+        EvalClient(server.url, timeout=30, token=two_tenants["b_token"]) as team_b,
+    ):
+        # Each ServiceAccount's own namespace is its default: no namespace named.
+        a_job = team_a.evaluate("huggingface", ["mme"], num_gpus=0)["job_id"]
+        b_job = team_b.evaluate("huggingface", ["mme"], num_gpus=0)["job_id"]
+        assert team_a.get_queue_status()["queued_jobs"] == [a_job]
+        assert team_b.get_queue_status()["queued_jobs"] == [b_job]
+        for foreign in [b_job]:
+            with pytest.raises(EvalServerError) as unseen:
+                team_a.get_job(foreign)  # not in A's namespace: it does not exist there
+            assert unseen.value.response.status_code == 404
+            with pytest.raises(EvalServerError) as uncancelled:
+                team_a.cancel_job(foreign)
+            assert uncancelled.value.response.status_code == 404
+        assert team_b.get_job(b_job)["status"] == "queued"  # untouched by A
+        metrics_a = httpx.get(
+            f"{server.url}/metrics", headers={"Authorization": f"Bearer {two_tenants['a_token']}"}
+        ).text
+        assert 'evalkube_evaljobs{status="queued"} 1.0' in metrics_a  # A's count, not both teams'
+
+    # Naming B's namespace is not enough without B's rights: a 403 naming it.
+    with (
+        ApiServer(settings) as server,
+        EvalClient(server.url, timeout=30, token=two_tenants["a_token"], namespace=two_tenants["b"]) as intruder,
+        pytest.raises(EvalServerError) as refused,
+    ):
+        intruder.get_queue_status()
+    assert refused.value.response.status_code == 403 and two_tenants["b"] in str(refused.value.detail)
+
+
+def test_a_namespace_the_api_does_not_serve_is_a_404_naming_the_served_ones(api: str, tenant: dict[str, str]) -> None:
+    response = httpx.get(
+        f"{api}/queue", params={"namespace": "elsewhere"}, headers={"Authorization": f"Bearer {tenant['alice_token']}"}
+    )
+    assert response.status_code == 404 and "not served by this API" in response.json()["detail"]

@@ -18,7 +18,7 @@ from prometheus_client.registry import Collector
 
 from evalkube import mapping
 from evalkube.api.cache import WatchCache
-from evalkube.api.deps import StateDep, allowed
+from evalkube.api.deps import TenantDep, allowed
 from evalkube.protocol import JobStatus
 
 router = APIRouter(tags=["metrics"])
@@ -49,7 +49,8 @@ class EvalJobCollector(Collector):
 
 
 @router.get("/metrics", response_class=Response, dependencies=[allowed("list", "evaljobs")])
-def metrics(state: StateDep) -> Response:
+def metrics(target: TenantDep) -> Response:
+    """The API's own metrics, and EvalJobs by status in the request's namespace (only what the caller may list)."""
     registry = CollectorRegistry()
-    registry.register(EvalJobCollector(state.jobs_cache))
+    registry.register(EvalJobCollector(target.jobs_cache))
     return Response(generate_latest(REGISTRY) + generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
