@@ -55,10 +55,10 @@ async def tenant(
     """The namespace a request is about. A job_id is unique within its namespace only, so a caller
     using another namespace than its own names it on every request (our clients: `namespace=`)."""
     own = who.service_account_namespace
-    chosen = namespace or (own if own in state.tenants else None) or state.settings.namespace
-    found = state.tenants.get(chosen)
+    chosen = namespace or (own if state.serves(own) else None) or state.settings.namespace
+    found = await anyio.to_thread.run_sync(state.tenant, chosen)
     if found is None:
-        served = ", ".join(state.tenants)
+        served = "every namespace of the cluster" if state.settings.serves_all() else ", ".join(state.tenants)
         raise HTTPException(
             status_code=404, detail=f"namespace {chosen!r} is not served by this API (served: {served})"
         )

@@ -15,6 +15,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from evalkube.policy import Policy, parse_policy
 from evalkube.volumes import SharedVolume, mount_paths, parse_shared_volumes
 
+#: EVALKUBE_API_NAMESPACES=*: every namespace of the cluster.
+ALL_NAMESPACES = "*"
+
 
 class ApiSettings(BaseSettings):
     """Where the API listens, which namespace its EvalJobs live in, and how it talks to Kubernetes."""
@@ -29,8 +32,9 @@ class ApiSettings(BaseSettings):
     )
     namespaces: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="Further namespaces served besides `namespace` (comma-separated): a request names "
-        "one with ?namespace=, else its ServiceAccount's namespace, else `namespace` is used",
+        description="Further namespaces served besides `namespace` (comma-separated; `*`: every namespace "
+        "of the cluster): a request names one with ?namespace=, else its ServiceAccount's namespace, else "
+        "`namespace` is used",
     )
     catalog_configmap: str = Field(
         default="evalkube-catalog",
@@ -105,8 +109,11 @@ class ApiSettings(BaseSettings):
         return [item.strip() for item in value.split(",") if item.strip()] if isinstance(value, str) else value
 
     def served_namespaces(self) -> list[str]:
-        """Every namespace the API serves, its own first."""
-        return list(dict.fromkeys([self.namespace, *self.namespaces]))
+        """The namespaces the API serves from the start, its own first (`*` adds the others on first use)."""
+        return list(dict.fromkeys([self.namespace, *(ns for ns in self.namespaces if ns != ALL_NAMESPACES)]))
+
+    def serves_all(self) -> bool:
+        return ALL_NAMESPACES in self.namespaces
 
     @field_validator("shared_volumes", mode="before")
     @classmethod

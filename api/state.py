@@ -7,8 +7,9 @@ Built at start-up by the app's lifespan and closed at shutdown; routes reach it 
 from __future__ import annotations
 
 import functools
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kubernetes.client import (
     ApiClient,
@@ -29,6 +30,7 @@ from evalkube.api.name_checks import NameChecks
 from evalkube.api.rate_limit import RateLimit
 from evalkube.api.reachability import Reachability
 from evalkube.api.settings import ApiSettings
+from evalkube.kube import or_none
 
 #: Routes that call Kubernetes run in anyio's thread pool (40 threads by default), plus the two
 #: watches: one pooled connection each, so none is opened and thrown away under load.
@@ -85,8 +87,11 @@ class ApiState:
     settings: ApiSettings
     auth: Auth
     rate_limit: RateLimit
-    #: Every namespace served, the API's own (`settings.namespace`, the default) first.
+    #: Every namespace served so far, the API's own (`settings.namespace`, the default) first.
     tenants: dict[str, Tenant]
+    custom: CustomObjectsApi
+    core: CoreV1Api
+    _adding: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def default(self) -> Tenant:
@@ -140,10 +145,37 @@ class ApiState:
             ),
             rate_limit=RateLimit(settings.rate_limit_per_second, settings.rate_limit_burst),
             tenants=tenants,
+            custom=custom,
+            core=core,
         )
 
+    def serves(self, namespace: str | None) -> bool:
+        """Whether the API answers for `namespace` (every existing one, when it serves all)."""
+        return namespace is not None and (namespace in self.tenants or self.settings.serves_all())
+
+    def tenant(self, namespace: str) -> Tenant | None:
+        """The namespace's Tenant; serving all namespaces, one is started on first use, for a
+        namespace that exists (so a caller cannot make the API watch made-up names)."""
+        found = self.tenants.get(namespace)
+        if found is not None or not self.settings.serves_all():
+            return found
+        with self._adding:
+            found = self.tenants.get(namespace)
+            if found is None:
+                if (
+                    or_none(self.core.read_namespace, namespace, _request_timeout=self.settings.kube_timeout_seconds)
+                    is None
+                ):
+                    return None
+                found = Tenant.open(self.custom, self.core, self.catalog, namespace, self.settings)
+                for cache in (found.jobs_cache, found.merges_cache):
+                    cache.wait_synced(self.settings.startup_sync_seconds)
+                self.tenants = {**self.tenants, namespace: found}  # readers see the old dict or the new one
+        return found
+
     def caches(self) -> list[WatchCache]:
-        return [self.catalog_cache, *(c for t in self.tenants.values() for c in (t.jobs_cache, t.merges_cache))]
+        tenants = list(self.tenants.values())
+        return [self.catalog_cache, *(c for t in tenants for c in (t.jobs_cache, t.merges_cache))]
 
     def wait_synced(self, timeout: float) -> None:
         """Block until both caches hold a first LIST, or `timeout` seconds pass."""

@@ -247,3 +247,22 @@ def test_a_namespace_the_api_does_not_serve_is_a_404_naming_the_served_ones(api:
         f"{api}/queue", params={"namespace": "elsewhere"}, headers={"Authorization": f"Bearer {tenant['alice_token']}"}
     )
     assert response.status_code == 404 and "not served by this API" in response.json()["detail"]
+
+
+def test_serving_every_namespace_starts_a_tenant_on_first_use_of_an_existing_one(
+    api_kubeconfig: str, namespace: str, shared_volumes: str, two_tenants: dict[str, str]
+) -> None:
+    settings = api_settings(api_kubeconfig, namespace, shared_volumes, namespaces=["*"])
+    with (
+        ApiServer(settings) as server,
+        EvalClient(server.url, timeout=30, token=two_tenants["b_token"]) as team_b,
+    ):
+        b_job = team_b.evaluate("huggingface", ["mme"], num_gpus=0)["job_id"]  # B's namespace, never listed
+        assert team_b.get_queue_status()["queued_jobs"] == [b_job]
+        missing = httpx.get(
+            f"{server.url}/queue",
+            params={"namespace": "no-such-namespace"},
+            headers={"Authorization": f"Bearer {two_tenants['b_token']}"},
+        )
+        # A name that is no namespace of the cluster starts no watch.
+        assert missing.status_code == 404 and "every namespace of the cluster" in missing.json()["detail"]

@@ -447,6 +447,19 @@ def test_auth_none_drops_the_review_rights_and_a_network_policy_admits_only_its_
     assert policy["spec"]["podSelector"] == deployment(docs, "api")["spec"]["selector"]
 
 
+def test_api_tenants_get_the_apis_role_in_each_namespace_or_cluster_wide_for_all() -> None:
+    docs = render("--set", "api.namespaces={team-a,team-b}")
+    assert env(container(docs, "api"))["EVALKUBE_API_NAMESPACES"] == "team-a,team-b"
+    roles = {d["metadata"]["namespace"] for d in find(docs, "Role") if d["metadata"]["name"].endswith("-api")}
+    assert roles == {NAMESPACE, "team-a", "team-b"}
+    everywhere = render("--set", "api.namespaces={*}")
+    assert {d["metadata"]["namespace"] for d in find(everywhere, "Role") if d["metadata"]["name"].endswith("-api")} == {
+        NAMESPACE
+    }
+    (tenants,) = find(everywhere, "ClusterRole", f"{FULLNAME}-api-tenants")
+    assert any(rule["resources"] == ["namespaces"] and rule["verbs"] == ["get"] for rule in tenants["rules"])
+
+
 def test_api_namespace_may_differ_from_the_release_namespace() -> None:
     docs = render("-f", str(CHART / "ci" / "namespaced-values.yaml"))
     assert env(container(docs, "api"))["EVALKUBE_API_NAMESPACE"] == "team-a"
