@@ -13,6 +13,7 @@ import anyio
 from fastapi import Depends, HTTPException, Query, Request
 
 from evalkube.api.auth import Identity, Permission, bearer_token
+from evalkube.api.cache import WatchCache
 from evalkube.api.catalog import CatalogSource
 from evalkube.api.evaljobs import EvalJobs
 from evalkube.api.merges import Merges
@@ -68,13 +69,17 @@ async def tenant(
 TenantDep = Annotated[Tenant, Depends(tenant)]
 
 
-async def evaljobs(target: TenantDep) -> EvalJobs:
-    """The EvalJobs, once the cache holds a first LIST (before that, answers would be guesses)."""
-    if not target.jobs_cache.synced:
+def _require_synced(cache: WatchCache, what: str) -> None:
+    """503 until the cache holds a first LIST: before that, answers would be guesses."""
+    if not cache.synced:
         raise HTTPException(
-            status_code=503,
-            detail=f"EvalJobs have not been loaded from Kubernetes yet ({target.jobs_cache.error or 'loading'})",
+            status_code=503, detail=f"{what} have not been loaded from Kubernetes yet ({cache.error or 'loading'})"
         )
+
+
+async def evaljobs(target: TenantDep) -> EvalJobs:
+    """The EvalJobs of the request's namespace, once loaded."""
+    _require_synced(target.jobs_cache, "EvalJobs")
     return target.evaljobs
 
 
@@ -104,12 +109,8 @@ MountsDep = Annotated[list[str], Depends(mounts)]
 
 
 async def merges(target: TenantDep) -> Merges:
-    """The CheckpointMerges, once their cache holds a first LIST."""
-    if not target.merges_cache.synced:
-        raise HTTPException(
-            status_code=503,
-            detail=f"CheckpointMerges have not been loaded from Kubernetes yet ({target.merges_cache.error or 'loading'})",
-        )
+    """The CheckpointMerges of the request's namespace, once loaded."""
+    _require_synced(target.merges_cache, "CheckpointMerges")
     return target.merges
 
 

@@ -7,13 +7,14 @@ component that writes the catalog, hence no API_ in it).
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Literal
 
-from pydantic import AliasChoices, Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from evalkube.policy import Policy, parse_policy
-from evalkube.volumes import SharedVolume, mount_paths, parse_shared_volumes
+from evalkube.policy import Policy
+from evalkube.settings_types import CommaList, PolicySetting, SharedVolumes
+from evalkube.volumes import mount_paths
 
 #: EVALKUBE_API_NAMESPACES=*: every namespace of the cluster.
 ALL_NAMESPACES = "*"
@@ -30,7 +31,7 @@ class ApiSettings(BaseSettings):
     kubeconfig: str | None = Field(
         default=None, description="kubeconfig path; unset: in-cluster service account, else KUBECONFIG"
     )
-    namespaces: Annotated[list[str], NoDecode] = Field(
+    namespaces: CommaList = Field(
         default_factory=list,
         description="Further namespaces served besides `namespace` (comma-separated; `*`: every namespace "
         "of the cluster): a request names one with ?namespace=, else its ServiceAccount's namespace, else "
@@ -50,7 +51,7 @@ class ApiSettings(BaseSettings):
     watch_timeout_seconds: int = Field(
         default=300, ge=1, description="Server-side lifetime of one watch request; the cache then resumes it"
     )
-    shared_volumes: Annotated[list[SharedVolume], NoDecode] = Field(
+    shared_volumes: SharedVolumes = Field(
         default_factory=list,
         validation_alias=AliasChoices("EVALKUBE_SHARED_VOLUMES", "shared_volumes"),
         description="The operator's shared volumes (the same JSON): absolute request paths must lie under one",
@@ -92,7 +93,7 @@ class ApiSettings(BaseSettings):
         ge=1024,
         description="Largest request body accepted (413 above it); an EvalJob must fit in one etcd object anyway",
     )
-    policy: Annotated[Policy, NoDecode] = Field(
+    policy: PolicySetting = Field(
         default_factory=Policy,
         validation_alias=AliasChoices("EVALKUBE_POLICY", "policy"),
         description="The operator's policy (the same JSON): a request breaking it is refused with a 403",
@@ -103,27 +104,12 @@ class ApiSettings(BaseSettings):
         description="The operator's evaluator image, which the policy always allows",
     )
 
-    @field_validator("namespaces", mode="before")
-    @classmethod
-    def _namespaces(cls, value: Any) -> Any:
-        return [item.strip() for item in value.split(",") if item.strip()] if isinstance(value, str) else value
-
     def served_namespaces(self) -> list[str]:
         """The namespaces the API serves from the start, its own first (`*` adds the others on first use)."""
         return list(dict.fromkeys([self.namespace, *(ns for ns in self.namespaces if ns != ALL_NAMESPACES)]))
 
     def serves_all(self) -> bool:
         return ALL_NAMESPACES in self.namespaces
-
-    @field_validator("shared_volumes", mode="before")
-    @classmethod
-    def _volumes(cls, value: Any) -> Any:
-        return parse_shared_volumes(value)
-
-    @field_validator("policy", mode="before")
-    @classmethod
-    def _policy(cls, value: Any) -> Any:
-        return parse_policy(value)
 
     def admission_policy(self) -> Policy:
         """The policy as the operator applies it: its evaluator image is always allowed."""

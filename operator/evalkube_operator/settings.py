@@ -6,19 +6,14 @@ volumes and limits in one place, and each EvalJob only says what it evaluates.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from evalkube.policy import Policy, parse_policy
-from evalkube.volumes import SharedVolume, mount_paths, parse_shared_volumes
-
-
-def _split_csv(value: Any) -> Any:
-    if isinstance(value, str):
-        return [item.strip() for item in value.split(",") if item.strip()]
-    return value
+from evalkube.policy import Policy
+from evalkube.settings_types import CommaList, PolicySetting, SharedVolumes
+from evalkube.volumes import mount_paths
 
 
 class OperatorSettings(BaseSettings):
@@ -27,10 +22,10 @@ class OperatorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EVALKUBE_", extra="ignore")
 
     #: Namespaces to watch; empty = the whole cluster.
-    namespaces: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    namespaces: CommaList = Field(default_factory=list)
     evaluator_image: str = "ghcr.io/evalkube/evaluator:0.1.0"
     image_pull_policy: str = "IfNotPresent"
-    image_pull_secrets: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    image_pull_secrets: CommaList = Field(default_factory=list)
     #: Extended resource that numGpus requests (e.g. amd.com/gpu).
     gpu_resource_name: str = "nvidia.com/gpu"
     node_selector: dict[str, str] = Field(default_factory=dict)
@@ -39,7 +34,7 @@ class OperatorSettings(BaseSettings):
     max_completed_jobs: int = Field(default=200, ge=0)
     #: Claims every evaluator and merge pod mounts at the path training pods use too (JSON list of
     #: {claimName, mountPath, readOnly, subPath}); absolute paths in EvalJobs must lie under one.
-    shared_volumes: Annotated[list[SharedVolume], NoDecode] = Field(default_factory=list)
+    shared_volumes: SharedVolumes = Field(default_factory=list)
     #: Memory (request and limit) of a checkpoint merge's pod: the whole model in bf16 plus the
     #: largest tensor and ~1 GiB of imports (a 7B model needs about 17Gi).
     merge_memory: str = "16Gi"
@@ -52,7 +47,7 @@ class OperatorSettings(BaseSettings):
     allow_online: bool = False
     #: What an EvalJob may ask for (EVALKUBE_POLICY, a JSON object: see evalkube.policy); breaking
     #: EvalJobs fail at admission, with no Job.
-    policy: Annotated[Policy, NoDecode] = Field(default_factory=Policy)
+    policy: PolicySetting = Field(default_factory=Policy)
     evaluator_service_account: str | None = None
     #: With a Kueue LocalQueue name, Jobs are created suspended and Kueue admits them.
     kueue_queue_name: str | None = None
@@ -74,21 +69,6 @@ class OperatorSettings(BaseSettings):
     hung_after_seconds: int | None = Field(default=None, ge=1)
     #: Port of the operator's Prometheus /metrics (0: not served).
     metrics_port: int = Field(default=9090, ge=0, le=65535)
-
-    @field_validator("namespaces", "image_pull_secrets", mode="before")
-    @classmethod
-    def _csv(cls, value: Any) -> Any:
-        return _split_csv(value)
-
-    @field_validator("shared_volumes", mode="before")
-    @classmethod
-    def _volumes(cls, value: Any) -> Any:
-        return parse_shared_volumes(value)
-
-    @field_validator("policy", mode="before")
-    @classmethod
-    def _policy(cls, value: Any) -> Any:
-        return parse_policy(value)
 
     @model_validator(mode="after")
     def _one_allow_online(self) -> OperatorSettings:
