@@ -110,21 +110,30 @@ class Auth:
         self._identities = TTLCache(maxsize=self.cache_size, ttl=self.cache_seconds, timer=time.monotonic)
         self._decisions = TTLCache(maxsize=self.cache_size, ttl=self.cache_seconds, timer=time.monotonic)
 
-    def authenticate(self, token: str | None) -> Identity:
-        """The token's user; 401 without a token or with one the cluster does not accept."""
+    def known(self, token: str | None) -> Identity | None:
+        """The token's user when that needs no review (auth off, or a cached answer), else None.
+
+        Never blocks, so the event loop can ask first and leave only a review to a thread.
+        """
         if not self.enabled:
             return NOBODY
         if not token:
             raise unauthorized(
                 "a bearer token is required (Authorization: Bearer <token>, or Basic with it as password)"
             )
-        key = hashlib.sha256(token.encode()).hexdigest()  # tokens are never kept as they are
         with self._lock:
-            cached = self._identities.get(key)
+            cached = self._identities.get(_digest(token))
+        if isinstance(cached, str):
+            raise unauthorized(cached)
+        return cached
+
+    def authenticate(self, token: str | None) -> Identity:
+        """The token's user; 401 without a token or with one the cluster does not accept."""
+        cached = self.known(token)
         if cached is not None:
-            if isinstance(cached, str):
-                raise unauthorized(cached)
             return cached
+        assert token is not None
+        key = _digest(token)
         review = self.authn.create_token_review(
             {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}},
             _request_timeout=self.timeout,
@@ -146,43 +155,57 @@ class Auth:
             self._identities[key] = identity
         return identity
 
+    def decided(self, identity: Identity, permission: Permission, namespace: str, name: str | None = None) -> bool:
+        """True when allowed with no review needed (auth off, or a cached yes); 403 on a cached no;
+        False when only a review can tell. Never blocks."""
+        if not self.enabled:
+            return True
+        with self._lock:
+            allowed = self._decisions.get((identity, permission, namespace, name))
+        if allowed is False:
+            raise _forbidden(identity, permission, namespace)
+        return bool(allowed)
+
     def authorize(self, identity: Identity, permission: Permission, namespace: str, name: str | None = None) -> None:
         """403 naming the missing permission unless the cluster's authorizer allows it."""
-        if not self.enabled:
+        if self.decided(identity, permission, namespace, name):
             return
         key = (identity, permission, namespace, name)
+        attributes: dict[str, Any] = {
+            "namespace": namespace,
+            "verb": permission.verb,
+            "group": permission.group,
+            "resource": permission.resource,
+            "subresource": permission.subresource,
+        }
+        if name:
+            attributes["name"] = name
+        spec: dict[str, Any] = {
+            "user": identity.username,
+            "uid": identity.uid,
+            "groups": list(identity.groups),
+            "resourceAttributes": attributes,
+        }
+        if identity.extra:
+            spec["extra"] = {k: list(v) for k, v in identity.extra}
+        review = self.authz.create_subject_access_review(
+            {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec},
+            _request_timeout=self.timeout,
+        )
+        allowed = bool(review.status and review.status.allowed)
         with self._lock:
-            allowed = self._decisions.get(key)
-        if allowed is None:
-            attributes: dict[str, Any] = {
-                "namespace": namespace,
-                "verb": permission.verb,
-                "group": permission.group,
-                "resource": permission.resource,
-                "subresource": permission.subresource,
-            }
-            if name:
-                attributes["name"] = name
-            spec: dict[str, Any] = {
-                "user": identity.username,
-                "uid": identity.uid,
-                "groups": list(identity.groups),
-                "resourceAttributes": attributes,
-            }
-            if identity.extra:
-                spec["extra"] = {k: list(v) for k, v in identity.extra}
-            review = self.authz.create_subject_access_review(
-                {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec},
-                _request_timeout=self.timeout,
-            )
-            allowed = bool(review.status and review.status.allowed)
-            with self._lock:
-                self._decisions[key] = allowed
+            self._decisions[key] = allowed
         if not allowed:
-            raise HTTPException(
-                status_code=403,
-                detail=f"user {identity.username!r} may not {permission.describe(namespace)}",
-            )
+            raise _forbidden(identity, permission, namespace)
+
+
+def _digest(token: str) -> str:
+    """The cache key of a token: tokens are never kept as they are."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _forbidden(identity: Identity, permission: Permission, namespace: str) -> HTTPException:
+    return HTTPException(status_code=403, detail=f"user {identity.username!r} may not {permission.describe(namespace)}")
 
 
 def is_loopback(host: str) -> bool:

@@ -9,7 +9,9 @@ is that loop, in a daemon thread, on the real client (its own streaming loop rat
 kubernetes.watch.Watch, so that "connected" is known as soon as the apiserver answers 200).
 
 Objects are stored as the raw JSON dicts the apiserver sent (the same shape for custom objects and
-built-ins) and are shared with readers: treat them as read-only.
+built-ins) and are shared with readers: treat them as read-only. An optional `Indexer` (client-go's
+indexers) is told of every change under the cache's lock, so a structure derived from the objects
+(the queue's order) is kept up to date event by event rather than rebuilt per read.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ import logging
 import random
 import socket
 import threading
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Protocol
 
 import urllib3
 from kubernetes.client.exceptions import ApiException
@@ -40,6 +42,16 @@ _BACKOFF_MAX = 10.0
 _CONNECT_TIMEOUT = 5.0
 
 
+class Indexer(Protocol):
+    """Kept in step with a cache's objects: told of each change while the cache's lock is held."""
+
+    def put(self, obj: dict[str, Any]) -> None: ...
+
+    def delete(self, name: str) -> None: ...
+
+    def replace(self, objs: Iterable[dict[str, Any]]) -> None: ...
+
+
 class WatchCache:
     """List + watch of the objects `list_fn` lists, kept current in a background thread."""
 
@@ -50,8 +62,10 @@ class WatchCache:
         what: str,
         field_selector: str | None = None,
         watch_timeout_seconds: int = 300,
+        indexer: Indexer | None = None,
     ) -> None:
         self._list_fn = list_fn
+        self._indexer = indexer
         self._what = what
         self._selector = {"field_selector": field_selector} if field_selector else {}
         self._watch_timeout = watch_timeout_seconds
@@ -110,6 +124,12 @@ class WatchCache:
         with self._lock:
             return list(self._objects.values())
 
+    @contextlib.contextmanager
+    def indexed(self) -> Iterator[Any]:  # the indexer given, e.g. a QueueIndex
+        """The indexer, with no change applied while the block runs (keep the block short)."""
+        with self._lock:
+            yield self._indexer
+
     def remember(self, obj: dict[str, Any]) -> None:
         """Add an object this process just created or read, unless the watch already has it.
 
@@ -117,7 +137,10 @@ class WatchCache:
         is one, is never older than a create response, so it is kept.
         """
         with self._lock:
-            self._objects.setdefault(obj["metadata"]["name"], obj)
+            if obj["metadata"]["name"] not in self._objects:
+                self._objects[obj["metadata"]["name"]] = obj
+                if self._indexer is not None:
+                    self._indexer.put(obj)
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -155,6 +178,8 @@ class WatchCache:
         objects = {item["metadata"]["name"]: item for item in listing.get("items") or []}
         with self._lock:
             self._objects = objects
+            if self._indexer is not None:
+                self._indexer.replace(objects.values())
         self._synced.set()
         return listing["metadata"]["resourceVersion"]
 
@@ -186,8 +211,12 @@ class WatchCache:
                 with self._lock:
                     if event["type"] in ("ADDED", "MODIFIED"):
                         self._objects[obj["metadata"]["name"]] = obj
+                        if self._indexer is not None:
+                            self._indexer.put(obj)
                     elif event["type"] == "DELETED":
                         self._objects.pop(obj["metadata"]["name"], None)
+                        if self._indexer is not None:
+                            self._indexer.delete(obj["metadata"]["name"])
                 # BOOKMARK: only the version moves on
         finally:
             self._response = None

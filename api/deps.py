@@ -2,7 +2,8 @@
 
 Routes declare what they use (`evaljobs: EvalJobsDep`), so a route's signature says which
 Kubernetes state it touches, and the "cache not loaded yet" answer lives in one place. They are
-`async def` because they never block: FastAPI would run a plain `def` in its thread pool.
+`async def` and answer from memory on the event loop (FastAPI would run a plain `def` in its thread
+pool, a hop that costs more than the work); only a review or a new tenant goes to a thread.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from evalkube.api.catalog import CatalogSource
 from evalkube.api.evaljobs import EvalJobs
 from evalkube.api.merges import Merges
 from evalkube.api.name_checks import NameChecks
+from evalkube.api.renderings import Renderings
 from evalkube.api.settings import ApiSettings
 from evalkube.api.state import ApiState, Tenant
 from evalkube.resource import GROUP
@@ -32,7 +34,8 @@ StateDep = Annotated[ApiState, Depends(api_state)]
 
 async def caller(request: Request, state: StateDep) -> Identity:
     """The authenticated, rate-limited caller (401 or 429 otherwise); once per request."""
-    identity = await anyio.to_thread.run_sync(state.auth.authenticate, bearer_token(request))
+    token = bearer_token(request)
+    identity = state.auth.known(token) or await anyio.to_thread.run_sync(state.auth.authenticate, token)
     state.rate_limit.take(identity.username if state.auth.enabled else (request.client.host if request.client else ""))
     request.state.identity = identity
     return identity
@@ -57,7 +60,7 @@ async def tenant(
     using another namespace than its own names it on every request (our clients: `namespace=`)."""
     own = who.service_account_namespace
     chosen = namespace or (own if state.serves(own) else None) or state.settings.namespace
-    found = await anyio.to_thread.run_sync(state.tenant, chosen)
+    found = state.tenants.get(chosen) or await anyio.to_thread.run_sync(state.tenant, chosen)
     if found is None:
         served = "every namespace of the cluster" if state.settings.serves_all() else ", ".join(state.tenants)
         raise HTTPException(
@@ -84,6 +87,15 @@ async def evaljobs(target: TenantDep) -> EvalJobs:
 
 
 EvalJobsDep = Annotated[EvalJobs, Depends(evaljobs)]
+
+
+async def renderings(target: TenantDep) -> Renderings:
+    """JobInfo and queue renderings of the request's namespace, once its EvalJobs are loaded."""
+    _require_synced(target.jobs_cache, "EvalJobs")
+    return target.renderings
+
+
+RenderingsDep = Annotated[Renderings, Depends(renderings)]
 
 
 async def catalog(state: StateDep) -> CatalogSource:
@@ -130,7 +142,8 @@ def allowed(verb: str, resource: str, subresource: str = "", group: str = GROUP)
     permission = Permission(verb, resource, subresource, group)
 
     async def check(state: StateDep, who: CallerDep, target: TenantDep) -> Identity:
-        await anyio.to_thread.run_sync(state.auth.authorize, who, permission, target.namespace)
+        if not state.auth.decided(who, permission, target.namespace):  # a review: off the event loop
+            await anyio.to_thread.run_sync(state.auth.authorize, who, permission, target.namespace)
         return who
 
     return Depends(check)

@@ -71,8 +71,12 @@ class EvalJobs:
         """Every EvalJob of the namespace, as the cache last saw them."""
         return self._cache.list()
 
+    def cached(self, name: str) -> dict[str, Any] | None:
+        """The EvalJob `name` if the cache holds it: no I/O, so safe on the event loop."""
+        return self._cache.get(name)
+
     def get(self, name: str) -> dict[str, Any] | None:
-        """The EvalJob `name`, or None when Kubernetes has none."""
+        """The EvalJob `name`, or None when Kubernetes has none (blocks on a cache miss)."""
         evaljob = self._cache.get(name)
         if evaljob is not None:
             return evaljob

@@ -29,8 +29,10 @@ from evalkube.api.merges import Merges
 from evalkube.api.name_checks import NameChecks
 from evalkube.api.rate_limit import RateLimit
 from evalkube.api.reachability import Reachability
+from evalkube.api.renderings import Renderings
 from evalkube.api.settings import ApiSettings
 from evalkube.kube import or_none
+from evalkube.ordering import QueueIndex
 
 #: Routes that call Kubernetes run in anyio's thread pool (40 threads by default), plus the two
 #: watches: one pooled connection each, so none is opened and thrown away under load.
@@ -47,23 +49,25 @@ class Tenant:
     evaljobs: EvalJobs
     merges: Merges
     name_checks: NameChecks
+    renderings: Renderings
 
     @classmethod
     def open(
         cls, custom: CustomObjectsApi, core: CoreV1Api, catalog: CatalogSource, namespace: str, settings: ApiSettings
     ) -> Tenant:
-        def cache(plural: str) -> WatchCache:
+        def cache(plural: str, indexer: QueueIndex | None = None) -> WatchCache:
             started = WatchCache(
                 functools.partial(
                     custom.list_namespaced_custom_object, resource.GROUP, resource.VERSION, namespace, plural
                 ),
                 what=f"{plural} in {namespace}",
                 watch_timeout_seconds=settings.watch_timeout_seconds,
+                indexer=indexer,
             )
             started.start()
             return started
 
-        jobs_cache, merges_cache = cache(resource.PLURAL), cache(resource.MERGE_PLURAL)
+        jobs_cache, merges_cache = cache(resource.PLURAL, QueueIndex()), cache(resource.MERGE_PLURAL)
         timeout = settings.kube_timeout_seconds
         return cls(
             namespace=namespace,
@@ -72,6 +76,7 @@ class Tenant:
             evaljobs=EvalJobs(custom, jobs_cache, namespace, timeout),
             merges=Merges(custom, merges_cache, namespace, timeout),
             name_checks=NameChecks(catalog, core, namespace, timeout),
+            renderings=Renderings(jobs_cache),
         )
 
 

@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from sortedcontainers import SortedList
+
 from evalkube.mapping import job_status
 from evalkube.protocol import JobStatus
 from evalkube.resource import ANNOTATION_SUBMITTED_AT, Phase
@@ -92,3 +94,91 @@ def queued_in_run_order(evaljobs: Iterable[dict[str, Any]]) -> list[dict[str, An
 def position_in_queue(evaljob: dict[str, Any], evaljobs: Iterable[dict[str, Any]]) -> int:
     """How many queued EvalJobs run before this one (0 = next)."""
     return Queue.of(evaljobs).position(evaljob)
+
+
+def started_key(evaljob: dict[str, Any]) -> tuple[str, str]:
+    """Sort key of running EvalJobs: the longest-running first (start time, else age, then name)."""
+    metadata = evaljob["metadata"]
+    return ((evaljob.get("status") or {}).get("startedAt") or metadata.get("creationTimestamp") or "", metadata["name"])
+
+
+class QueueIndex:
+    """REST's view of one namespace's queue, kept up to date event by event instead of sorted per read.
+
+    A watch cache calls `put` and `delete` for every change it applies (under its own lock, so
+    readers must hold that lock too), and `replace` after a LIST. Each read is then O(log N) (a
+    position) or O(result) (the queued names), where sorting the namespace per request was
+    O(N log N). It must agree with `Queue` at all times: tests compare the two after random
+    sequences of events. `version` moves on every change that alters an answer, so a rendering of
+    the queue can be kept until it does.
+    """
+
+    def __init__(self) -> None:
+        self.version = 0
+        self._clear()
+
+    def _clear(self) -> None:
+        self._queued = SortedList()  # run_order_key of every REST-queued EvalJob
+        self._running = SortedList()  # started_key of every running one
+        self._entries: dict[str, tuple[JobStatus, tuple[Any, ...]]] = {}
+        self._counts: dict[JobStatus, int] = dict.fromkeys(JobStatus, 0)
+
+    @staticmethod
+    def _entry(evaljob: dict[str, Any]) -> tuple[JobStatus, tuple[Any, ...]]:
+        status = job_status(evaljob)
+        if status is JobStatus.QUEUED:
+            return status, run_order_key(evaljob)
+        if status is JobStatus.RUNNING:
+            return status, started_key(evaljob)
+        return status, ()
+
+    def _sorted(self, status: JobStatus) -> Any:
+        return self._queued if status is JobStatus.QUEUED else self._running if status is JobStatus.RUNNING else None
+
+    def put(self, evaljob: dict[str, Any]) -> None:
+        """An EvalJob was added or changed."""
+        name, entry = evaljob["metadata"]["name"], self._entry(evaljob)
+        old = self._entries.get(name)
+        if old == entry:
+            return
+        if old is not None:
+            self._drop(old)
+        self._entries[name] = entry
+        self._counts[entry[0]] += 1
+        if (keys := self._sorted(entry[0])) is not None:
+            keys.add(entry[1])
+        self.version += 1
+
+    def delete(self, name: str) -> None:
+        """An EvalJob is gone."""
+        old = self._entries.pop(name, None)
+        if old is not None:
+            self._drop(old)
+            self.version += 1
+
+    def replace(self, evaljobs: Iterable[dict[str, Any]]) -> None:
+        """Start again from a full listing."""
+        self._clear()
+        for evaljob in evaljobs:
+            self.put(evaljob)
+        self.version += 1
+
+    def _drop(self, entry: tuple[JobStatus, tuple[Any, ...]]) -> None:
+        self._counts[entry[0]] -= 1
+        if (keys := self._sorted(entry[0])) is not None:
+            keys.remove(entry[1])
+
+    def position(self, evaljob: dict[str, Any]) -> int:
+        """How many queued jobs run before this one (0 = next): `Queue.position`, in O(log N)."""
+        return self._queued.bisect_left(run_order_key(evaljob))
+
+    def queued(self) -> list[str]:
+        """The queued EvalJobs' names, the next to run first."""
+        return [key[-1] for key in self._queued]
+
+    def running(self) -> list[str]:
+        """The running EvalJobs' names, the longest-running first."""
+        return [key[-1] for key in self._running]
+
+    def count(self, status: JobStatus) -> int:
+        return self._counts[status]

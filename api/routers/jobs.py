@@ -2,21 +2,23 @@
 
 job_id is the EvalJob's name, so `kubectl get ej <job_id>` shows the same job. Routes that call
 the Kubernetes API are plain `def`: FastAPI runs them in its thread pool, as the client blocks.
+GET /jobs/{job_id} reads the watch cache on the event loop and answers kept bytes (see
+`renderings`); only a name the cache lacks costs a thread and a GET.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException
+import anyio
+from fastapi import APIRouter, HTTPException, Response
 
 from evalkube import mapping, resource
 from evalkube.api.auth import NOBODY, Identity
-from evalkube.api.deps import EvalJobsDep, MountsDep, NameChecksDep, allowed
+from evalkube.api.deps import EvalJobsDep, MountsDep, NameChecksDep, RenderingsDep, allowed
 from evalkube.api.evaljobs import EvalJobs
 from evalkube.api.path_checks import check_paths
 from evalkube.api.policy_checks import PolicyDep
-from evalkube.ordering import position_in_queue
 from evalkube.protocol import EvaluateRequest, JobInfo, JobStatus, JobSubmitResponse
 
 router = APIRouter(tags=["jobs"])
@@ -40,13 +42,14 @@ def submit(
     name_checks: NameChecksDep,
     mounts: MountsDep,
     policy: PolicyDep,
+    renderings: RenderingsDep,
 ) -> JobSubmitResponse:
     """Create the EvalJob; the operator runs it when its turn (priority, then age) and resources come."""
     check_paths(body.model_dump(), mounts)
     policy.check(body)  # 403 naming the rule; the operator applies the same rules to kubectl users
     name_checks.check(body)
     evaljob = evaljobs.create(body, submitted_by=caller.username if caller is not NOBODY else None)
-    position = position_in_queue(evaljob, evaljobs.all())
+    position = renderings.position(evaljob)
     return JobSubmitResponse(
         job_id=evaljob["metadata"]["name"],
         status=JobStatus.QUEUED,
@@ -56,12 +59,10 @@ def submit(
 
 
 @router.get("/jobs/{job_id}", response_model=JobInfo, responses=_NOT_FOUND, dependencies=[allowed("get", "evaljobs")])
-def get_job(job_id: str, evaljobs: EvalJobsDep) -> JobInfo:
+async def get_job(job_id: str, evaljobs: EvalJobsDep, renderings: RenderingsDep) -> Response:
     """Status, times, and once completed lmms-eval's `result` (paths) and the `metrics` themselves."""
-    evaljob = _found(evaljobs, job_id)
-    if mapping.job_status(evaljob) is JobStatus.QUEUED:
-        return mapping.job_info(evaljob, position_in_queue(evaljob, evaljobs.all()))
-    return mapping.job_info(evaljob)
+    evaljob = evaljobs.cached(job_id) or await anyio.to_thread.run_sync(_found, evaljobs, job_id)
+    return Response(renderings.job(evaljob), media_type="application/json")
 
 
 @router.delete(
