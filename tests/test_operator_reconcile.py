@@ -31,6 +31,7 @@ def evaljob(name: str, priority: int = 0, submitted: str = "2026-01-01T00:00:00.
             "namespace": NS,
             "uid": f"uid-{name}",
             "generation": 1,
+            "resourceVersion": "1",
             "creationTimestamp": "2026-01-01T00:00:00Z",
             "annotations": {"evalkube.dev/submitted-at": submitted},
         },
@@ -54,6 +55,7 @@ class RecordingCluster:
             raise self.fail_once.pop(call)
 
     async def get_evaljob(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.calls.append(("get_evaljob", name))
         found = self.evaljobs.get(name)
         return copy.deepcopy(found) if found else None
 
@@ -63,7 +65,13 @@ class RecordingCluster:
         if name not in self.evaljobs:
             return None
         self.evaljobs[name].setdefault("status", {}).update(copy.deepcopy(status))
+        self.bump(name)
         return copy.deepcopy(self.evaljobs[name])
+
+    def bump(self, name: str) -> None:
+        """A write: the object's resourceVersion moves on, as the apiserver's does."""
+        metadata = self.evaljobs[name]["metadata"]
+        metadata["resourceVersion"] = str(int(metadata.get("resourceVersion", "0")) + 1)
 
     async def delete_evaljob(self, namespace: str, name: str) -> None:
         self.calls.append(("delete_evaljob", name))
@@ -97,6 +105,10 @@ class FakeViews:
 
     def __init__(self, cluster: RecordingCluster) -> None:
         self.cluster = cluster
+
+    def evaljob(self, namespace: str, name: str) -> dict[str, Any] | None:
+        found = self.cluster.evaljobs.get(name)
+        return copy.deepcopy(found) if found else None
 
     def job(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.cluster.jobs.get(name)
@@ -249,6 +261,42 @@ def test_a_job_this_process_just_created_is_not_mistaken_for_a_deleted_one(clust
 
     run(operator.reconcile(NS, "a", LaggingViews(cluster)))
     assert status(cluster, "a")["phase"] == Phase.QUEUED
+
+
+def test_the_watch_copy_is_used_while_it_shows_the_latest_write_and_a_stale_one_is_read_again(
+    cluster: RecordingCluster,
+) -> None:
+    add(cluster, evaljob("a"))
+    operator = reconciler(cluster)
+    run(operator.reconcile(NS, "a", FakeViews(cluster)))  # admitted from the watch's copy: no GET
+    assert [call for call, _ in cluster.calls] == ["create_job", "patch_status"]
+    before_write = copy.deepcopy(cluster.evaljobs["a"])
+    before_write["status"] = {}
+    before_write["metadata"]["resourceVersion"] = "1"
+
+    class LaggingViews(FakeViews):
+        def evaljob(self, namespace: str, name: str) -> dict[str, Any]:
+            return copy.deepcopy(before_write)  # the watch has not delivered the status write yet
+
+    cluster.calls.clear()
+    run(operator.reconcile(NS, "a", LaggingViews(cluster)))
+    assert cluster.calls[0] == ("get_evaljob", "a")  # read again,
+    assert ("create_job", "a") not in cluster.calls  # and nothing created twice
+    cluster.calls.clear()
+    run(operator.reconcile(NS, "a", FakeViews(cluster)))  # the watch caught up
+    assert ("get_evaljob", "a") not in cluster.calls
+
+
+def test_a_write_by_someone_else_is_read_once_then_trusted(cluster: RecordingCluster) -> None:
+    add(cluster, evaljob("a"))
+    operator = reconciler(cluster)
+    run(operator.reconcile(NS, "a", FakeViews(cluster)))
+    cluster.evaljobs["a"]["spec"]["cancelRequested"] = True  # the API's cancel
+    cluster.bump("a")
+    cluster.calls.clear()
+    run(operator.reconcile(NS, "a", FakeViews(cluster)))
+    assert [call for call, _ in cluster.calls] == ["get_evaljob", "delete_job", "patch_status"]
+    assert status(cluster, "a")["phase"] == Phase.CANCELLED
 
 
 def test_a_finished_evaljob_is_never_touched_again(cluster: RecordingCluster) -> None:

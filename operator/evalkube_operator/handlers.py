@@ -23,13 +23,42 @@ from evalkube.operator.settings import OperatorSettings
 CHILD_SELECTOR = {resource.LABEL_MANAGED_BY: resource.MANAGED_BY}
 
 
-def _plain(body: kopf.Body) -> dict[str, Any]:
-    return {key: body.get(key) for key in ("apiVersion", "kind", "metadata", "spec", "status")}
+def _plain(body: kopf.Body, spec: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What the reconciler reads of an object (with `spec` instead of the object's, if given);
+    managedFields, the largest part of most objects, is never read, so never kept."""
+    metadata = {key: value for key, value in body.get("metadata", {}).items() if key != "managedFields"}
+    kept = {key: body.get(key) for key in ("apiVersion", "kind", "spec", "status")}
+    return {**kept, "metadata": metadata, **({"spec": spec} if spec is not None else {})}
+
+
+def _queue_entry(body: kopf.Body) -> dict[str, Any]:
+    """The fields the queue's order and retention read (evalkube.ordering), and no more."""
+    metadata, spec, status = body.get("metadata", {}), body.get("spec") or {}, body.get("status") or {}
+    submitted = (metadata.get("annotations") or {}).get(resource.ANNOTATION_SUBMITTED_AT)
+    return {
+        "metadata": {
+            "name": metadata.get("name"),
+            "namespace": metadata.get("namespace"),
+            "creationTimestamp": metadata.get("creationTimestamp"),
+            "annotations": {resource.ANNOTATION_SUBMITTED_AT: submitted} if submitted else {},
+        },
+        "spec": {key: spec[key] for key in ("priority", "cancelRequested") if key in spec},
+        "status": {key: status[key] for key in ("phase", "jobName", "completedAt", "startedAt") if key in status},
+    }
+
+
+# What each index keeps is cut to what is read: at 10,000 EvalJobs with their Jobs and pods, whole
+# objects (a Job's pod template, a pod's spec) were most of the operator's memory.
 
 
 @kopf.index(resource.GROUP, resource.VERSION, resource.PLURAL)
 def evaljobs_by_namespace(namespace: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
-    return {namespace: _plain(body)}
+    return {namespace: _queue_entry(body)}
+
+
+@kopf.index(resource.GROUP, resource.VERSION, resource.PLURAL)
+def evaljob_by_name(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(namespace, name): _plain(body)}
 
 
 @kopf.index("batch", "v1", "jobs", labels=CHILD_SELECTOR)
@@ -37,7 +66,8 @@ def jobs_by_evaljob(
     namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any
 ) -> dict[tuple[str, str], dict[str, Any]] | None:
     owner = labels.get(resource.LABEL_EVALJOB)
-    return {(namespace, owner): _plain(body)} if owner else None
+    spec = {key: value for key, value in (body.get("spec") or {}).items() if key != "template"}
+    return {(namespace, owner): _plain(body, spec)} if owner else None
 
 
 @kopf.index("", "v1", "pods", labels=CHILD_SELECTOR)
@@ -45,14 +75,22 @@ def pods_by_evaljob(
     namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any
 ) -> dict[tuple[str, str], dict[str, Any]] | None:
     owner = labels.get(resource.LABEL_EVALJOB)
-    return {(namespace, owner): _plain(body)} if owner else None
+    pod_spec = body.get("spec") or {}
+    spec = {
+        "nodeName": pod_spec.get("nodeName"),
+        "containers": [{"name": c.get("name"), "image": c.get("image")} for c in pod_spec.get("containers") or []],
+    }
+    return {(namespace, owner): _plain(body, spec)} if owner else None
 
 
 class IndexViews:
     """The kopf indexes, shaped as reconcile.Views."""
 
-    def __init__(self, evaljobs: kopf.Index, jobs: kopf.Index, pods: kopf.Index) -> None:
-        self._evaljobs, self._jobs, self._pods = evaljobs, jobs, pods
+    def __init__(self, evaljob: kopf.Index, evaljobs: kopf.Index, jobs: kopf.Index, pods: kopf.Index) -> None:
+        self._evaljob, self._evaljobs, self._jobs, self._pods = evaljob, evaljobs, jobs, pods
+
+    def evaljob(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return next(iter(self._evaljob.get((namespace, name), [])), None)
 
     def job(self, namespace: str, name: str) -> dict[str, Any] | None:
         return next(iter(self._jobs.get((namespace, name), [])), None)
@@ -117,7 +155,9 @@ async def stop_resync(memo: kopf.Memo, **_: Any) -> None:
 
 
 def _views(memo: kopf.Memo, kwargs: dict[str, Any]) -> IndexViews:
-    views = IndexViews(kwargs["evaljobs_by_namespace"], kwargs["jobs_by_evaljob"], kwargs["pods_by_evaljob"])
+    views = IndexViews(
+        kwargs["evaljob_by_name"], kwargs["evaljobs_by_namespace"], kwargs["jobs_by_evaljob"], kwargs["pods_by_evaljob"]
+    )
     memo.shared.views = views  # the indexes are live mappings: the background tasks read them later
     return views
 

@@ -51,6 +51,8 @@ def failure(error: str) -> dict[str, Any]:
 class Views(Protocol):
     """What the operator's watches last saw (kopf indexes); may lag the operator's own writes."""
 
+    def evaljob(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+
     def job(self, namespace: str, name: str) -> dict[str, Any] | None: ...
 
     def pods(self, namespace: str, name: str) -> list[dict[str, Any]]: ...
@@ -60,11 +62,13 @@ class Views(Protocol):
 
 @dataclass
 class _Memory:
-    """What this process keeps of one EvalJob: a lock (one reconcile at a time) and its own last
-    write, which the watches may not show yet."""
+    """What this process keeps of one EvalJob: a lock (one reconcile at a time), its own last
+    write, which the watches may not show yet, and the newest resourceVersion it has read or
+    written (the watch's copy is trusted only while it shows that version)."""
 
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     written: tuple[str | None, bool] | None = None
+    version: str | None = None
 
 
 @dataclass
@@ -109,15 +113,31 @@ class Reconciler:
     async def _reconcile_locked(self, namespace: str, name: str, views: Views, job_deleted: bool) -> None:
         memory = self._memory.setdefault((namespace, name), _Memory())
         async with memory.lock:
-            # A fresh read, not the event's body: the watch may lag this process's own writes, and
-            # one GET per event is cheap next to acting twice on a stale status.
-            evaljob = await self.cluster.get_evaljob(namespace, name)
+            evaljob = await self._current(namespace, name, views, memory)
             if evaljob is None:
                 self.forget(namespace, name)
                 return
             finished = await self._reconcile(evaljob, views, job_deleted)
         if finished:
             await self._after_finish(namespace, views)
+
+    async def _current(self, namespace: str, name: str, views: Views, memory: _Memory) -> dict[str, Any] | None:
+        """The EvalJob to act on: the watch's copy when it shows the newest version this process
+        knows of (always, before this process has read or written it), else a fresh GET.
+
+        The watch lags this process's own writes, and acting twice on a stale status would create
+        or fail things twice; but a GET per event made the apiserver's load per EvalJob several
+        times what it must be. Comparing resourceVersions for equality (never order, which
+        Kubernetes leaves opaque) tells the two cases apart: after a write, the events that arrive
+        before the watch shows it cost one GET each, and every later one none.
+        """
+        cached = views.evaljob(namespace, name)
+        if cached is not None and memory.version in (None, cached["metadata"].get("resourceVersion")):
+            return dict(cached)  # a shallow copy: `_write` replaces its status, never the index's
+        evaljob = await self.cluster.get_evaljob(namespace, name)
+        if evaljob is not None:
+            memory.version = evaljob["metadata"].get("resourceVersion")
+        return evaljob
 
     def forget(self, namespace: str, name: str) -> None:
         """The EvalJob is gone: drop what this process remembered of it."""
@@ -190,9 +210,10 @@ class Reconciler:
             return await self._fail(evaljob, reasons, createdAt=created)
 
         async with self._namespace_locks[namespace]:
-            queue = Queue.of(views.evaljobs(namespace), self._state)
-            waiting_ahead, running = queue.waiting_ahead(evaljob), queue.holding_jobs()
             limit = self.settings.max_running
+            if limit:  # only a limit needs the queue (a scan of the namespace: not one per admission else)
+                queue = Queue.of(views.evaljobs(namespace), self._state)
+                waiting_ahead, running = queue.waiting_ahead(evaljob), queue.holding_jobs()
             if limit and running + waiting_ahead >= limit:
                 return await self._write(
                     evaljob,
@@ -312,7 +333,8 @@ class Reconciler:
         if patched is not None:
             await events.phase_changed(self.cluster, evaljob, changes)  # an Event if the phase changed
             evaljob["status"] = patched.get("status") or {}
-            self._memory.setdefault((meta["namespace"], meta["name"]), _Memory()).written = stored_state(evaljob)
+            memory = self._memory.setdefault((meta["namespace"], meta["name"]), _Memory())
+            memory.written, memory.version = stored_state(evaljob), patched["metadata"].get("resourceVersion")
             error = (changes.get("error") or "").split("\n", 1)[0]
             log.info(
                 "EvalJob %s/%s: %s %s%s",
