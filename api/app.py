@@ -16,6 +16,7 @@ from fastapi import FastAPI
 
 from evalkube import __version__
 from evalkube.api import auth, errors
+from evalkube.api.fast_reads import FastReads
 from evalkube.api.request_guards import RequestGuards
 from evalkube.api.request_metrics import RequestMetrics
 from evalkube.api.routers import catalog, health, jobs, logs, merge, metrics, queue
@@ -45,6 +46,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
+    if settings.fast_reads:
+        app.add_middleware(FastReads)  # innermost: guarded and counted like every request
     app.add_middleware(RequestGuards, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetrics)  # outermost: it counts the guards' refusals too
     for module in (health, jobs, logs, queue, catalog, merge, metrics):

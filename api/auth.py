@@ -78,7 +78,12 @@ def unauthorized(reason: str) -> HTTPException:
 
 def bearer_token(request: Request) -> str | None:
     """The caller's token: `Authorization: Bearer T`, or Basic with T as the password."""
-    header = request.headers.get("authorization") or ""
+    return token_from_header(request.headers.get("authorization"))
+
+
+def token_from_header(header: str | None) -> str | None:
+    """The token of an Authorization header's value (see `bearer_token`); 401 if it is malformed."""
+    header = header or ""
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()

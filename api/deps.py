@@ -36,9 +36,21 @@ async def caller(request: Request, state: StateDep) -> Identity:
     """The authenticated, rate-limited caller (401 or 429 otherwise); once per request."""
     token = bearer_token(request)
     identity = state.auth.known(token) or await anyio.to_thread.run_sync(state.auth.authenticate, token)
-    state.rate_limit.take(identity.username if state.auth.enabled else (request.client.host if request.client else ""))
+    state.rate_limit.take(rate_limit_key(state, identity, request.client.host if request.client else ""))
     request.state.identity = identity
     return identity
+
+
+def rate_limit_key(state: ApiState, identity: Identity, client_host: str) -> str:
+    """Whose bucket a request spends: the user's, or with authentication off the client address's."""
+    return identity.username if state.auth.enabled else client_host
+
+
+def chosen_namespace(state: ApiState, identity: Identity, namespace: str | None) -> str:
+    """The namespace a request is about: the one it names, else the caller's ServiceAccount's
+    when this API serves it, else the API's own."""
+    own = identity.service_account_namespace
+    return namespace or (own if state.serves(own) else None) or state.settings.namespace
 
 
 CallerDep = Annotated[Identity, Depends(caller)]
@@ -58,8 +70,7 @@ async def tenant(
 ) -> Tenant:
     """The namespace a request is about. A job_id is unique within its namespace only, so a caller
     using another namespace than its own names it on every request (our clients: `namespace=`)."""
-    own = who.service_account_namespace
-    chosen = namespace or (own if state.serves(own) else None) or state.settings.namespace
+    chosen = chosen_namespace(state, who, namespace)
     found = state.tenants.get(chosen) or await anyio.to_thread.run_sync(state.tenant, chosen)
     if found is None:
         served = "every namespace of the cluster" if state.settings.serves_all() else ", ".join(state.tenants)
@@ -139,7 +150,11 @@ SettingsDep = Annotated[ApiSettings, Depends(settings)]
 def allowed(verb: str, resource: str, subresource: str = "", group: str = GROUP) -> Any:
     """A dependency: the caller, authenticated, rate-limited, and allowed `verb resource` in the
     request's namespace; 401, 429 or 403 (naming the missing permission) otherwise."""
-    permission = Permission(verb, resource, subresource, group)
+    return requires(Permission(verb, resource, subresource, group))
+
+
+def requires(permission: Permission) -> Any:
+    """`allowed`, for a Permission defined once and read elsewhere too (see `fast_reads`)."""
 
     async def check(state: StateDep, who: CallerDep, target: TenantDep) -> Identity:
         if not state.auth.decided(who, permission, target.namespace):  # a review: off the event loop

@@ -93,6 +93,11 @@ class ApiSettings(BaseSettings):
         ge=1024,
         description="Largest request body accepted (413 above it); an EvalJob must fit in one etcd object anyway",
     )
+    fast_reads: bool = Field(
+        default=True,
+        description="Answer GET /jobs/{id} and GET /queue from memory before FastAPI's routing when every check "
+        "is cached (the same answers; false routes every request through FastAPI)",
+    )
     policy: PolicySetting = Field(
         default_factory=Policy,
         validation_alias=AliasChoices("EVALKUBE_POLICY", "policy"),

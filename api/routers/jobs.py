@@ -14,8 +14,8 @@ import anyio
 from fastapi import APIRouter, HTTPException, Response
 
 from evalkube import mapping, resource
-from evalkube.api.auth import NOBODY, Identity
-from evalkube.api.deps import EvalJobsDep, MountsDep, NameChecksDep, RenderingsDep, allowed
+from evalkube.api.auth import NOBODY, Identity, Permission
+from evalkube.api.deps import EvalJobsDep, MountsDep, NameChecksDep, RenderingsDep, allowed, requires
 from evalkube.api.evaljobs import EvalJobs
 from evalkube.api.path_checks import check_paths
 from evalkube.api.policy_checks import PolicyDep
@@ -24,6 +24,8 @@ from evalkube.protocol import EvaluateRequest, JobInfo, JobStatus, JobSubmitResp
 router = APIRouter(tags=["jobs"])
 
 _NOT_FOUND = {404: {"description": "No such job"}}
+#: What GET /jobs/{job_id} needs (also answered by `fast_reads`, which checks the same).
+GET_JOB = Permission("get", "evaljobs")
 _FINISHED = frozenset(mapping.PHASE_TO_STATUS[phase] for phase in resource.Phase.FINISHED)
 
 
@@ -58,7 +60,7 @@ def submit(
     )
 
 
-@router.get("/jobs/{job_id}", response_model=JobInfo, responses=_NOT_FOUND, dependencies=[allowed("get", "evaljobs")])
+@router.get("/jobs/{job_id}", response_model=JobInfo, responses=_NOT_FOUND, dependencies=[requires(GET_JOB)])
 async def get_job(job_id: str, evaljobs: EvalJobsDep, renderings: RenderingsDep) -> Response:
     """Status, times, and once completed lmms-eval's `result` (paths) and the `metrics` themselves."""
     evaljob = evaljobs.cached(job_id) or await anyio.to_thread.run_sync(_found, evaljobs, job_id)
