@@ -14,7 +14,7 @@ import kubernetes
 from kubernetes.client.exceptions import ApiException
 
 from evalkube import resource
-from evalkube.kube import or_none
+from evalkube.kube import discarding, or_none
 
 
 class Cluster:
@@ -61,7 +61,7 @@ class Cluster:
     async def create_job(self, job: dict[str, Any]) -> bool:
         """Create the Job; False when it already exists (a restarted operator creating it again)."""
         try:
-            await asyncio.to_thread(self.batch.create_namespaced_job, job["metadata"]["namespace"], job)
+            await asyncio.to_thread(discarding, self.batch.create_namespaced_job, job["metadata"]["namespace"], job)
         except ApiException as error:
             if error.status == 409:
                 return False

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from evalkube import resource
+from evalkube.kube import discarding
 from evalkube.mapping import now_rfc3339
 from evalkube.operator import metrics
 from evalkube.operator.cluster import Cluster
@@ -82,7 +83,7 @@ async def phase_changed(cluster: Cluster, evaljob: Mapping[str, Any], changes: M
     if event["involvedObject"]["kind"] == resource.KIND:
         metrics.transition(evaljob, changes)
     try:
-        await asyncio.to_thread(cluster.core.create_namespaced_event, event["metadata"]["namespace"], event)
+        await asyncio.to_thread(discarding, cluster.core.create_namespaced_event, event["metadata"]["namespace"], event)
     except Exception as error:  # refused, unreachable: an Event is never worth failing the reconcile
         involved = event["involvedObject"]
         log.warning(

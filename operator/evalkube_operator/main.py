@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import concurrent.futures
 import logging
 import secrets
 from typing import Any
@@ -18,7 +20,7 @@ from evalkube.operator.settings import OperatorSettings
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """kopf's own settings, and the reconciler every handler shares through the memo."""
     settings.posting.level = logging.WARNING
     # The namespaces and CRDs to serve are given; scanning them would need cluster-wide list/watch
@@ -31,7 +33,13 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # How long a silent peer counts as alive: a standby replica takes over this long after the
     # active one dies.
     settings.peering.lifetime = operator.peering_lifetime_seconds
-    cluster = Cluster(kube.api_client())
+    # Every apiserver call runs in a worker thread (the client blocks) and holds it for the round
+    # trip: asyncio's default pool (CPUs + 4 threads) made a burst of EvalJobs wait in line for a
+    # thread while both processes sat half idle. The connection pool matches the threads.
+    asyncio.get_running_loop().set_default_executor(
+        concurrent.futures.ThreadPoolExecutor(max_workers=operator.kube_threads, thread_name_prefix="evalkube-api")
+    )
+    cluster = Cluster(kube.api_client(pool_size=operator.kube_threads))
     memo.reconciler = Reconciler(cluster, operator)
     memo.merge_reconciler = MergeReconciler(cluster, operator)
 

@@ -63,12 +63,28 @@ class Views(Protocol):
 @dataclass
 class _Memory:
     """What this process keeps of one EvalJob: a lock (one reconcile at a time), its own last
-    write, which the watches may not show yet, and the newest resourceVersion it has read or
-    written (the watch's copy is trusted only while it shows that version)."""
+    write, which the watches may not show yet, and the newest version of it this process has
+    acted on, read or written, until the watch shows that version too."""
 
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     written: tuple[str | None, bool] | None = None
+    #: The newest resourceVersion known here, and the object at it (None once the watch shows it).
     version: str | None = None
+    latest: dict[str, Any] | None = None
+    #: Versions known to be older than `version`: the ones this process saw before it.
+    older: set[str] = field(default_factory=set)
+
+    def knows(self, evaljob: dict[str, Any]) -> None:
+        """`evaljob` (a write's answer or a fresh read) is the newest version known."""
+        version = evaljob["metadata"].get("resourceVersion")
+        if self.version is not None and self.version != version:
+            self.older.add(self.version)
+        self.version, self.latest = version, evaljob
+
+    def caught_up(self, version: str | None) -> None:
+        """The watch shows `version`, the newest known: nothing needs keeping."""
+        self.version, self.latest = version, None
+        self.older.clear()
 
 
 @dataclass
@@ -122,21 +138,26 @@ class Reconciler:
             await self._after_finish(namespace, views)
 
     async def _current(self, namespace: str, name: str, views: Views, memory: _Memory) -> dict[str, Any] | None:
-        """The EvalJob to act on: the watch's copy when it shows the newest version this process
-        knows of (always, before this process has read or written it), else a fresh GET.
+        """The EvalJob to act on, with no apiserver call when this process knows it is current.
 
-        The watch lags this process's own writes, and acting twice on a stale status would create
-        or fail things twice; but a GET per event made the apiserver's load per EvalJob several
-        times what it must be. Comparing resourceVersions for equality (never order, which
-        Kubernetes leaves opaque) tells the two cases apart: after a write, the events that arrive
-        before the watch shows it cost one GET each, and every later one none.
+        The watch lags this process's own writes, and acting on a stale status would create or
+        fail things twice; but a GET per event made the apiserver's load per EvalJob several times
+        what it must be. resourceVersions are compared for equality only (their order is opaque):
+        the watch's copy is used when it shows the newest version known here (or none is known
+        yet); this process's own newest copy when the watch shows a version known to be older;
+        a fresh GET only for a version never seen here (someone else's write, or after a restart).
         """
         cached = views.evaljob(namespace, name)
-        if cached is not None and memory.version in (None, cached["metadata"].get("resourceVersion")):
-            return dict(cached)  # a shallow copy: `_write` replaces its status, never the index's
+        if cached is not None:
+            version = cached["metadata"].get("resourceVersion")
+            if memory.version is None or version == memory.version:
+                memory.caught_up(version)
+                return dict(cached)  # shallow copies: `_write` replaces their status, never the original's
+            if version in memory.older and memory.latest is not None:
+                return dict(memory.latest)
         evaljob = await self.cluster.get_evaljob(namespace, name)
         if evaljob is not None:
-            memory.version = evaljob["metadata"].get("resourceVersion")
+            memory.knows(evaljob)
         return evaljob
 
     def forget(self, namespace: str, name: str) -> None:
@@ -334,7 +355,8 @@ class Reconciler:
             await events.phase_changed(self.cluster, evaljob, changes)  # an Event if the phase changed
             evaljob["status"] = patched.get("status") or {}
             memory = self._memory.setdefault((meta["namespace"], meta["name"]), _Memory())
-            memory.written, memory.version = stored_state(evaljob), patched["metadata"].get("resourceVersion")
+            memory.written = stored_state(evaljob)
+            memory.knows(patched)
             error = (changes.get("error") or "").split("\n", 1)[0]
             log.info(
                 "EvalJob %s/%s: %s %s%s",
