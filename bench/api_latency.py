@@ -70,7 +70,10 @@ def main() -> None:
         kubernetes.client.CoreV1Api(kube.api_client(kubeconfig)).create_namespaced_config_map(
             "default", {"metadata": {"name": "evalkube-catalog"}, "data": {resource.CATALOG_KEY: json.dumps(catalog)}}
         )
-        with ApiServer(ApiSettings(kubeconfig=kubeconfig, auth="none", rate_limit_per_second=0)) as server, httpx.Client(base_url=server.url) as http:
+        with (
+            ApiServer(ApiSettings(kubeconfig=kubeconfig, auth="none", rate_limit_per_second=0)) as server,
+            httpx.Client(base_url=server.url) as http,
+        ):
             start = time.perf_counter()
             job_ids = asyncio.run(submit_all(server.url, args.jobs, args.concurrency))
             elapsed = time.perf_counter() - start

@@ -7,8 +7,10 @@ Each server runs in its own process: lmms-eval 0.7.3's real server (its `launch_
 request handler real; only the scheduler's job worker is held, so submitted jobs stay queued and
 nothing evaluates), and evalkube as the Kubernetes API emulator (`python -m kubeemu`) plus the
 `evalkube-api` console script (no authentication, no rate limit). This process is the one load
-generator for both: an httpx.AsyncClient over keep-alive connections, --concurrency workers in a
-closed loop. A round is --submissions POST /evaluate, then --reads GET /jobs/{id} over every id
+generator for both: --concurrency keep-alive HTTP/1.1 connections, one closed-loop worker each,
+written as plain asyncio streams so that the client spends far less CPU per request than either
+server (httpx spent more than both, and with every process on the same two cores it set the
+pace). A round is --submissions POST /evaluate, then --reads GET /jobs/{id} over every id
 submitted so far, then --reads GET /queue; rounds alternate which server goes first, so /queue
 sees --submissions more jobs each round. Every answer is checked (status code and shape), so a
 failure is never counted as a fast answer.
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -40,6 +43,7 @@ from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -200,39 +204,100 @@ def stop_all(processes: list[subprocess.Popen[bytes]]) -> None:
 
 
 Call = tuple[str, str, dict[str, Any] | None]
-Check = Callable[[int, httpx.Response], Any]
+
+
+@dataclass
+class Answer:
+    """One HTTP answer, as the checks read it."""
+
+    method: str
+    path: str
+    status_code: int
+    content: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+    @property
+    def text(self) -> str:
+        return self.content.decode(errors="replace")
+
+
+Check = Callable[[int, Answer], Any]
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection with the least client work per request: the bytes of
+    each request written at once, the answer read by its Content-Length. A general client (httpx)
+    spent more CPU per request than either server, on the same two cores, and so set the pace."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: bytes) -> None:
+        self._reader, self._writer, self._host = reader, writer, host
+
+    @classmethod
+    async def open(cls, url: str) -> Connection:
+        parts = urlsplit(url)
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        return cls(reader, writer, parts.netloc.encode())
+
+    async def request(self, method: str, path: str, body: dict[str, Any] | None) -> Answer:
+        head = b"%s %s HTTP/1.1\r\nHost: %s\r\n" % (method.encode(), path.encode(), self._host)
+        if body is None:
+            self._writer.write(head + b"\r\n")
+        else:
+            data = json.dumps(body).encode()
+            self._writer.write(
+                head + b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(data), data)
+            )
+        status_line = await self._reader.readline()
+        length = None
+        while (line := await self._reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.partition(b":")
+            if name.lower() == b"content-length":
+                length = int(value)
+            elif name.lower() == b"transfer-encoding":
+                raise BadAnswer(f"{method} {path}: chunked answers are not read by this load generator")
+        if length is None:
+            raise BadAnswer(f"{method} {path}: no Content-Length in the answer ({status_line!r})")
+        return Answer(method, path, int(status_line.split()[1]), await self._reader.readexactly(length))
+
+    async def close(self) -> None:
+        self._writer.close()
+        with contextlib.suppress(OSError):
+            await self._writer.wait_closed()
 
 
 async def closed_loop(
-    client: httpx.AsyncClient, calls: list[Call], check: Check, concurrency: int
+    connections: list[Connection], calls: list[Call], check: Check
 ) -> tuple[float, list[float], list[Any]]:
-    """`concurrency` workers, each sending its next call as soon as its last answer is checked."""
+    """One worker per connection, each sending its next call as soon as its last answer is checked."""
     latencies = [0.0] * len(calls)
     answers: list[Any] = [None] * len(calls)
     pending: Iterator[tuple[int, Call]] = iter(enumerate(calls))
 
-    async def worker() -> None:
+    async def worker(connection: Connection) -> None:
         for index, (method, path, body) in pending:
             began = time.perf_counter()
-            response = await client.request(method, path, json=body)
+            response = await connection.request(method, path, body)
             latencies[index] = time.perf_counter() - began
             answers[index] = check(index, response)
 
     began = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await asyncio.gather(*(worker(connection) for connection in connections))
     return time.perf_counter() - began, latencies, answers
 
 
-def answer(response: httpx.Response, **expected: Any) -> dict[str, Any]:
+def answer(response: Answer, **expected: Any) -> dict[str, Any]:
     """The JSON body of a 2xx answer holding `expected`, else BadAnswer."""
     try:
-        response.raise_for_status()
+        if not 200 <= response.status_code < 300:
+            raise ValueError(f"HTTP {response.status_code}")
         body = response.json()
-    except (httpx.HTTPStatusError, ValueError) as error:
-        raise BadAnswer(f"{response.request.method} {response.request.url}: {error}: {response.text[:500]}") from error
+    except ValueError as error:
+        raise BadAnswer(f"{response.method} {response.path}: {error}: {response.text[:500]}") from error
     for key, value in expected.items():
         if body.get(key) != value:
-            raise BadAnswer(f"{response.request.url}: {key}={body.get(key)!r}, expected {value!r}: {body}")
+            raise BadAnswer(f"{response.path}: {key}={body.get(key)!r}, expected {value!r}: {body}")
     return body
 
 
@@ -241,7 +306,7 @@ def submission(index: int) -> dict[str, Any]:
     return {"model": "huggingface", "tasks": ["mme"], "model_args": {"pretrained": f"org/model-{index}"}}
 
 
-def check_submitted(_: int, response: httpx.Response) -> str:
+def check_submitted(_: int, response: Answer) -> str:
     body = answer(response, status="queued")
     if not isinstance(body.get("job_id"), str) or not isinstance(body.get("position_in_queue"), int):
         raise BadAnswer(f"POST /evaluate: not a JobSubmitResponse: {body}")
@@ -249,7 +314,7 @@ def check_submitted(_: int, response: httpx.Response) -> str:
 
 
 def check_job(ids: list[str]) -> Check:
-    def check(index: int, response: httpx.Response) -> None:
+    def check(index: int, response: Answer) -> None:
         body = answer(response, job_id=ids[index], status="queued")
         if body.get("request", {}).get("model") != "huggingface":
             raise BadAnswer(f"GET /jobs/{ids[index]}: not the JobInfo of the submission: {body}")
@@ -258,7 +323,7 @@ def check_job(ids: list[str]) -> Check:
 
 
 def check_queue(expected: int) -> Check:
-    def check(_: int, response: httpx.Response) -> int:
+    def check(_: int, response: Answer) -> int:
         body = answer(response, queue_size=expected)
         if len(body.get("queued_jobs", ())) != expected:
             raise BadAnswer(f"GET /queue: {len(body.get('queued_jobs', ()))} queued_jobs, expected {expected}")
@@ -268,11 +333,11 @@ def check_queue(expected: int) -> Check:
 
 
 async def measure(
-    server: Server, client: httpx.AsyncClient, round_: int, phase: str, calls: list[Call], check: Check, workers: int
+    server: Server, connections: list[Connection], round_: int, phase: str, calls: list[Call], check: Check
 ) -> tuple[Phase, list[Any]]:
     """One phase on one server, with the CPU time of each of its processes and of this one."""
     cpu_before, own_before = server.cpu_seconds(), time.process_time()
-    wall, latencies, answers = await closed_loop(client, calls, check, workers)
+    wall, latencies, answers = await closed_loop(connections, calls, check)
     own, cpu_after = time.process_time() - own_before, server.cpu_seconds()
     n = len(calls)
     ms = sorted(latency * 1000 for latency in latencies)
@@ -298,30 +363,34 @@ async def measure(
 
 
 async def one_round(server: Server, round_: int, args: argparse.Namespace) -> list[Phase]:
-    limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
-    async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=120) as client:
+    connections = [await Connection.open(server.url) for _ in range(args.concurrency)]
+    try:
         first = round_ * args.submissions
         posts: list[Call] = [("POST", "/evaluate", submission(first + i)) for i in range(args.submissions)]
-        submitted, new_ids = await measure(server, client, round_, PHASES[0], posts, check_submitted, args.concurrency)
+        submitted, new_ids = await measure(server, connections, round_, PHASES[0], posts, check_submitted)
         server.ids.extend(new_ids)
 
         ids = [server.ids[i % len(server.ids)] for i in range(args.reads)]
         gets: list[Call] = [("GET", f"/jobs/{job_id}", None) for job_id in ids]
-        read, _ = await measure(server, client, round_, PHASES[1], gets, check_job(ids), args.concurrency)
+        read, _ = await measure(server, connections, round_, PHASES[1], gets, check_job(ids))
 
         queues: list[Call] = [("GET", "/queue", None)] * args.reads
-        listed, _ = await measure(
-            server, client, round_, PHASES[2], queues, check_queue(len(server.ids)), args.concurrency
-        )
+        listed, _ = await measure(server, connections, round_, PHASES[2], queues, check_queue(len(server.ids)))
         listed.queue_seen = len(server.ids)
+    finally:
+        for connection in connections:
+            await connection.close()
     return [submitted, read, listed]
 
 
 async def warm_up(server: Server) -> None:
     """A few reads that add no job, so the first measured phase is not also the first request."""
-    async with httpx.AsyncClient(base_url=server.url) as client:
+    connection = await Connection.open(server.url)
+    try:
         for _ in range(20):
-            answer(await client.get("/queue"), queue_size=0)
+            answer(await connection.request("GET", "/queue", None), queue_size=0)
+    finally:
+        await connection.close()
 
 
 # ---- the report -----------------------------------------------------------------------------
