@@ -37,6 +37,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             await anyio.to_thread.run_sync(state.wait_synced, settings.startup_sync_seconds)
             yield
         finally:
+            await state.apiserver.close()
             await anyio.to_thread.run_sync(state.close)
 
     app = FastAPI(

@@ -8,19 +8,20 @@ ONE direct GET (another replica may have created it a moment ago) before it is c
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import secrets
-import time
 from base64 import b32encode
 from typing import Any
 
-import urllib3
+import aiohttp
 from fastapi import HTTPException
 from kubernetes.client import CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
 from evalkube import mapping, resource
+from evalkube.api.apiserver import AsyncApiserver
 from evalkube.api.cache import WatchCache
 from evalkube.api.request_guards import IDEMPOTENCY_HEADER, current_idempotency_key
 from evalkube.kube import or_none
@@ -61,8 +62,11 @@ def request_digest(request: EvaluateRequest) -> str:
 class EvalJobs:
     """EvalJobs of one namespace."""
 
-    def __init__(self, custom: CustomObjectsApi, cache: WatchCache, namespace: str, timeout: float) -> None:
+    def __init__(
+        self, custom: CustomObjectsApi, apiserver: AsyncApiserver, cache: WatchCache, namespace: str, timeout: float
+    ) -> None:
         self._custom = custom
+        self._apiserver = apiserver
         self._cache = cache
         self._namespace = namespace
         self._timeout = timeout
@@ -89,7 +93,7 @@ class EvalJobs:
         self._cache.remember(evaljob)
         return evaljob
 
-    def create(
+    async def create(
         self, request: EvaluateRequest, idempotency_key: str | None = None, submitted_by: str | None = None
     ) -> dict[str, Any]:
         """Create the EvalJob for `request` exactly once, even when responses are lost.
@@ -110,9 +114,9 @@ class EvalJobs:
             del metadata["generateName"]
             metadata["name"] = name_for_key(self._namespace, key)
             metadata["annotations"].update({ANNOTATION_IDEMPOTENCY_KEY: key, ANNOTATION_REQUEST_DIGEST: digest})
-            evaljob = self._create_retrying(manifest)
+            evaljob = await self._create_retrying(manifest)
             if evaljob is None:  # AlreadyExists: ours from a lost answer, or someone else's
-                existing = self.get(metadata["name"])
+                existing = self.cached(metadata["name"]) or await asyncio.to_thread(self.get, metadata["name"])
                 annotations = ((existing or {}).get("metadata") or {}).get("annotations") or {}
                 if annotations.get(ANNOTATION_IDEMPOTENCY_KEY) != key:
                     if client_key is not None:
@@ -131,23 +135,22 @@ class EvalJobs:
             return evaljob
         raise RuntimeError(f"no free EvalJob name after {_NAME_DRAWS} draws")  # 60-bit names: never
 
-    def _create_retrying(self, manifest: dict[str, Any]) -> dict[str, Any] | None:
+    async def _create_retrying(self, manifest: dict[str, Any]) -> dict[str, Any] | None:
         """POST the EvalJob, retrying transient failures; None when it already exists (AlreadyExists)."""
         for delay in (*_CREATE_RETRY_DELAYS, None):
             try:
-                return self._custom.create_namespaced_custom_object(
-                    resource.GROUP, resource.VERSION, self._namespace, resource.PLURAL, manifest,
-                    _request_timeout=self._timeout,
-                )  # fmt: skip
+                return await self._apiserver.create_custom_object(
+                    resource.GROUP, resource.VERSION, self._namespace, resource.PLURAL, manifest, self._timeout
+                )
             except ApiException as error:
                 if error.status == 409:
                     return None
                 if delay is None or not (error.status in _TRANSIENT or not error.status):
                     raise
-            except urllib3.exceptions.HTTPError:  # lost answer, timeout, connection refused
+            except (aiohttp.ClientError, TimeoutError):  # lost answer, timeout, connection refused
                 if delay is None:
                     raise
-            time.sleep(delay)
+            await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 
     def request_cancel(self, name: str) -> bool:

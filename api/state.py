@@ -21,6 +21,7 @@ from kubernetes.client import (
 )
 
 from evalkube import kube, resource
+from evalkube.api.apiserver import AsyncApiserver
 from evalkube.api.auth import Auth
 from evalkube.api.cache import WatchCache
 from evalkube.api.catalog import CatalogSource
@@ -53,7 +54,13 @@ class Tenant:
 
     @classmethod
     def open(
-        cls, custom: CustomObjectsApi, core: CoreV1Api, catalog: CatalogSource, namespace: str, settings: ApiSettings
+        cls,
+        custom: CustomObjectsApi,
+        apiserver: AsyncApiserver,
+        core: CoreV1Api,
+        catalog: CatalogSource,
+        namespace: str,
+        settings: ApiSettings,
     ) -> Tenant:
         def cache(plural: str, indexer: QueueIndex | None = None) -> WatchCache:
             started = WatchCache(
@@ -73,7 +80,7 @@ class Tenant:
             namespace=namespace,
             jobs_cache=jobs_cache,
             merges_cache=merges_cache,
-            evaljobs=EvalJobs(custom, jobs_cache, namespace, timeout),
+            evaljobs=EvalJobs(custom, apiserver, jobs_cache, namespace, timeout),
             merges=Merges(custom, merges_cache, namespace, timeout),
             name_checks=NameChecks(catalog, core, namespace, timeout),
             renderings=Renderings(jobs_cache),
@@ -96,6 +103,8 @@ class ApiState:
     tenants: dict[str, Tenant]
     custom: CustomObjectsApi
     core: CoreV1Api
+    #: The one write made on the event loop: POST /evaluate's create (see `apiserver`).
+    apiserver: AsyncApiserver
     _adding: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -124,6 +133,7 @@ class ApiState:
         """Connect to Kubernetes and start watching the catalog and each served namespace."""
         client = kube.api_client(settings.kubeconfig, pool_size=_POOL_SIZE)
         custom, core = CustomObjectsApi(client), CoreV1Api(client)
+        apiserver = AsyncApiserver(client.configuration, _POOL_SIZE)
         catalog_cache = WatchCache(
             functools.partial(core.list_namespaced_config_map, settings.namespace),
             what="catalog",
@@ -132,7 +142,9 @@ class ApiState:
         )
         catalog_cache.start()
         catalog = CatalogSource(catalog_cache, settings.catalog_configmap, settings.namespace)
-        tenants = {ns: Tenant.open(custom, core, catalog, ns, settings) for ns in settings.served_namespaces()}
+        tenants = {
+            ns: Tenant.open(custom, apiserver, core, catalog, ns, settings) for ns in settings.served_namespaces()
+        }
         timeout = settings.kube_timeout_seconds
         return cls(
             client=client,
@@ -152,6 +164,7 @@ class ApiState:
             tenants=tenants,
             custom=custom,
             core=core,
+            apiserver=apiserver,
         )
 
     def serves(self, namespace: str | None) -> bool:
@@ -172,7 +185,7 @@ class ApiState:
                     is None
                 ):
                     return None
-                found = Tenant.open(self.custom, self.core, self.catalog, namespace, self.settings)
+                found = Tenant.open(self.custom, self.apiserver, self.core, self.catalog, namespace, self.settings)
                 for cache in (found.jobs_cache, found.merges_cache):
                     cache.wait_synced(self.settings.startup_sync_seconds)
                 self.tenants = {**self.tenants, namespace: found}  # readers see the old dict or the new one

@@ -7,6 +7,7 @@ import kubernetes
 import pytest
 
 from evalkube import kube, resource
+from evalkube.api.apiserver import AsyncApiserver
 from evalkube.api.cache import WatchCache
 from evalkube.api.evaljobs import EvalJobs
 from evalkube.api.settings import ApiSettings
@@ -66,7 +67,8 @@ def test_a_name_the_cache_lacks_gets_one_direct_read(kube_emulator, kube_client,
     client = kube.api_client(api_kubeconfig)
     custom = kubernetes.client.CustomObjectsApi(client)
     never_started = WatchCache(lambda **kwargs: None, what="evaljobs")
-    evaljobs = EvalJobs(custom, never_started, namespace, timeout=10)
+    apiserver = AsyncApiserver(client.configuration, pool_size=1)  # unused: this test only reads
+    evaljobs = EvalJobs(custom, apiserver, never_started, namespace, timeout=10)
 
     assert evaljobs.get("elsewhere")["metadata"]["name"] == "elsewhere"
     assert evaljobs.get("elsewhere")["metadata"]["name"] == "elsewhere"  # now remembered: no second read

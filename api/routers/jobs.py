@@ -1,8 +1,9 @@
 """POST /evaluate, GET /jobs/{job_id}, DELETE /jobs/{job_id}: one EvalJob per evaluation.
 
 job_id is the EvalJob's name, so `kubectl get ej <job_id>` shows the same job. Routes that call
-the Kubernetes API are plain `def`: FastAPI runs them in its thread pool, as the client blocks.
-GET /jobs/{job_id} reads the watch cache on the event loop and answers kept bytes (see
+the (blocking) `kubernetes` client are plain `def`: FastAPI runs them in its thread pool. POST
+/evaluate stays on the event loop: its create is asynchronous (`apiserver`), and only a request
+with a custom-tasks ConfigMap to read goes to a thread for its checks. GET /jobs/{job_id} reads the watch cache on the event loop and answers kept bytes (see
 `renderings`); only a name the cache lacks costs a thread and a GET.
 """
 
@@ -37,7 +38,7 @@ def _found(evaljobs: EvalJobs, job_id: str) -> dict[str, Any]:
 
 
 @router.post("/evaluate", response_model=JobSubmitResponse)
-def submit(
+async def submit(
     caller: Annotated[Identity, allowed("create", "evaljobs")],
     body: EvaluateRequest,
     evaljobs: EvalJobsDep,
@@ -48,9 +49,16 @@ def submit(
 ) -> JobSubmitResponse:
     """Create the EvalJob; the operator runs it when its turn (priority, then age) and resources come."""
     check_paths(body.model_dump(), mounts)
-    policy.check(body)  # 403 naming the rule; the operator applies the same rules to kubectl users
-    name_checks.check(body)
-    evaljob = evaljobs.create(body, submitted_by=caller.username if caller is not NOBODY else None)
+
+    def checks() -> None:
+        policy.check(body)  # 403 naming the rule; the operator applies the same rules to kubectl users
+        name_checks.check(body)
+
+    if body.custom_tasks is None:
+        checks()  # all from memory
+    else:
+        await anyio.to_thread.run_sync(checks)  # they read the request's ConfigMap
+    evaljob = await evaljobs.create(body, submitted_by=caller.username if caller is not NOBODY else None)
     position = renderings.position(evaljob)
     return JobSubmitResponse(
         job_id=evaljob["metadata"]["name"],
