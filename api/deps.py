@@ -18,7 +18,6 @@ from evalkube.api.cache import WatchCache
 from evalkube.api.catalog import CatalogSource
 from evalkube.api.evaljobs import EvalJobs
 from evalkube.api.merges import Merges
-from evalkube.api.name_checks import NameChecks
 from evalkube.api.renderings import Renderings
 from evalkube.api.settings import ApiSettings
 from evalkube.api.state import ApiState, Tenant
@@ -114,13 +113,6 @@ async def catalog(state: StateDep) -> CatalogSource:
 
 
 CatalogDep = Annotated[CatalogSource, Depends(catalog)]
-
-
-async def name_checks(target: TenantDep) -> NameChecks:
-    return target.name_checks
-
-
-NameChecksDep = Annotated[NameChecks, Depends(name_checks)]
 
 
 async def mounts(state: StateDep) -> list[str]:

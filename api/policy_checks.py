@@ -7,13 +7,9 @@ too); here a caller learns at once which rule refused which field, in FastAPI's 
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import Depends, HTTPException
+from fastapi import HTTPException
 from kubernetes.client import CoreV1Api
 
-from evalkube.api.deps import StateDep, TenantDep
-from evalkube.api.state import ApiState
 from evalkube.kube import or_none
 from evalkube.policy import Policy, violations
 from evalkube.protocol import EvaluateRequest
@@ -40,21 +36,12 @@ def check_policy(request: EvaluateRequest, policy: Policy, core: CoreV1Api, name
 
 
 class PolicyCheck:
-    """The policy of the API's settings, with what reading a custom-tasks ConfigMap needs."""
+    """The policy of the API's settings, with what reading a custom-tasks ConfigMap needs; one per
+    served namespace, made once (see `state.Tenant`)."""
 
-    def __init__(self, state: ApiState, namespace: str) -> None:
-        self._policy = state.settings.admission_policy()
-        self._core = CoreV1Api(state.client)
-        self._namespace = namespace
-        self._timeout = state.settings.kube_timeout_seconds
+    def __init__(self, policy: Policy, core: CoreV1Api, namespace: str, timeout: float) -> None:
+        self._policy, self._core, self._namespace, self._timeout = policy, core, namespace, timeout
 
     def check(self, request: EvaluateRequest) -> None:
         """403 naming each rule the request breaks (see `check_policy`)."""
         check_policy(request, self._policy, self._core, self._namespace, self._timeout)
-
-
-async def policy_check(state: StateDep, target: TenantDep) -> PolicyCheck:
-    return PolicyCheck(state, target.namespace)
-
-
-PolicyDep = Annotated[PolicyCheck, Depends(policy_check)]

@@ -28,6 +28,7 @@ from evalkube.api.catalog import CatalogSource
 from evalkube.api.evaljobs import EvalJobs
 from evalkube.api.merges import Merges
 from evalkube.api.name_checks import NameChecks
+from evalkube.api.policy_checks import PolicyCheck
 from evalkube.api.rate_limit import RateLimit
 from evalkube.api.reachability import Reachability
 from evalkube.api.renderings import Renderings
@@ -51,6 +52,7 @@ class Tenant:
     merges: Merges
     name_checks: NameChecks
     renderings: Renderings
+    policy: PolicyCheck
 
     @classmethod
     def open(
@@ -84,6 +86,7 @@ class Tenant:
             merges=Merges(custom, merges_cache, namespace, timeout),
             name_checks=NameChecks(catalog, core, namespace, timeout),
             renderings=Renderings(jobs_cache),
+            policy=PolicyCheck(settings.admission_policy(), core, namespace, timeout),
         )
 
 
