@@ -92,7 +92,9 @@ def main() -> None:
         client = kube.api_client(str(kubeconfig))
         kubernetes.client.CoreV1Api(client).create_namespace({"metadata": {"name": namespace}})
 
-        run_env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+        # no authentication: this measures the loop, not the reviews (bench/auth_latency.py does)
+        run_env = {**os.environ, "KUBECONFIG": str(kubeconfig), "EVALKUBE_API_AUTH": "none",
+                   "EVALKUBE_API_RATE_LIMIT_PER_SECOND": "0"}  # fmt: skip
         log = open(work / "components.log", "wb")  # noqa: SIM115
         processes.append(
             subprocess.Popen([BIN / "evalkube-operator", "--namespace", namespace], env=run_env, stdout=log, stderr=log)
