@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -143,12 +144,15 @@ def test_a_real_lmms_eval_run_reports_progress_until_100_percent(
     published: list[Progress] = []
     seen: list[dict[str, Any]] = []
 
+    one_at_a_time = threading.Lock()  # the runner's final report can come while a periodic one waits
+
     def on_progress(state: Progress) -> None:
-        publish(state)
-        published.append(state)
-        cluster.wait(lambda: progress_of(cluster, name) == progress.from_configmap(
-            {progress.PROGRESS_KEY: json.dumps(state.to_json())}), what="the operator to mirror it")  # fmt: skip
-        seen.append(progress_of(cluster, name) or {})
+        with one_at_a_time:  # else the later state overwrites the earlier one before it is mirrored
+            publish(state)
+            published.append(state)
+            cluster.wait(lambda: progress_of(cluster, name) == progress.from_configmap(
+                {progress.PROGRESS_KEY: json.dumps(state.to_json())}), what="the operator to mirror it")  # fmt: skip
+            seen.append(progress_of(cluster, name) or {})
 
     with tempfile.TemporaryDirectory() as scratch, open(os.devnull, "wb") as sink:
         root = Path(scratch)
