@@ -67,5 +67,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(ApiException, _api_exception)
     app.add_exception_handler(urllib3.exceptions.HTTPError, _unreachable)
-    app.add_exception_handler(aiohttp.ClientError, _unreachable)  # the async create (api/apiserver.py)
+    app.add_exception_handler(aiohttp.ClientError, _unreachable)  # the async create (evalkube/apiserver.py)
     app.add_exception_handler(TimeoutError, _unreachable)

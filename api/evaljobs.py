@@ -21,9 +21,9 @@ from kubernetes.client import CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
 from evalkube import mapping, resource
-from evalkube.api.apiserver import AsyncApiserver
 from evalkube.api.cache import WatchCache
 from evalkube.api.request_guards import IDEMPOTENCY_HEADER, current_idempotency_key
+from evalkube.apiserver import AsyncApiserver
 from evalkube.kube import or_none
 from evalkube.protocol import EvaluateRequest
 

@@ -21,7 +21,6 @@ from kubernetes.client import (
 )
 
 from evalkube import kube, resource
-from evalkube.api.apiserver import AsyncApiserver
 from evalkube.api.auth import Auth
 from evalkube.api.cache import WatchCache
 from evalkube.api.catalog import CatalogSource
@@ -33,6 +32,7 @@ from evalkube.api.rate_limit import RateLimit
 from evalkube.api.reachability import Reachability
 from evalkube.api.renderings import Renderings
 from evalkube.api.settings import ApiSettings
+from evalkube.apiserver import AsyncApiserver
 from evalkube.kube import or_none
 from evalkube.ordering import QueueIndex
 
@@ -136,7 +136,7 @@ class ApiState:
         """Connect to Kubernetes and start watching the catalog and each served namespace."""
         client = kube.api_client(settings.kubeconfig, pool_size=_POOL_SIZE)
         custom, core = CustomObjectsApi(client), CoreV1Api(client)
-        apiserver = AsyncApiserver(client.configuration, _POOL_SIZE)
+        apiserver = AsyncApiserver(client.configuration, _POOL_SIZE, agent="evalkube-api")
         catalog_cache = WatchCache(
             functools.partial(core.list_namespaced_config_map, settings.namespace),
             what="catalog",

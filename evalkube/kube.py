@@ -52,11 +52,3 @@ def api_message(error: ApiException) -> str:
     except (ValueError, KeyError, TypeError):
         pass
     return f"{error.status} {error.reason or 'no reason given'}"
-
-
-def discarding(call: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-    """Make a write whose answer is not needed, and skip decoding it: turning a created Job into
-    the client's models costs more CPU than the call itself. Errors still raise ApiException."""
-    response = call(*args, _preload_content=False, **kwargs)
-    response.drain_conn()  # read to its end, so the pooled connection is clean for the next call
-    response.release_conn()

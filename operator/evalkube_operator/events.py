@@ -10,7 +10,6 @@ already been recorded in status. The same call feeds the operator's transition m
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import secrets
@@ -19,7 +18,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from evalkube import resource
-from evalkube.kube import discarding
 from evalkube.mapping import now_rfc3339
 from evalkube.operator import metrics
 from evalkube.operator.cluster import Cluster
@@ -83,7 +81,7 @@ async def phase_changed(cluster: Cluster, evaljob: Mapping[str, Any], changes: M
     if event["involvedObject"]["kind"] == resource.KIND:
         metrics.transition(evaljob, changes)
     try:
-        await asyncio.to_thread(discarding, cluster.core.create_namespaced_event, event["metadata"]["namespace"], event)
+        await cluster.create_event(event)
     except Exception as error:  # refused, unreachable: an Event is never worth failing the reconcile
         involved = event["involvedObject"]
         log.warning(

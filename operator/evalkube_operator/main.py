@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import concurrent.futures
 import logging
 import secrets
 from typing import Any
@@ -33,15 +31,20 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # How long a silent peer counts as alive: a standby replica takes over this long after the
     # active one dies.
     settings.peering.lifetime = operator.peering_lifetime_seconds
-    # Every apiserver call runs in a worker thread (the client blocks) and holds it for the round
-    # trip: asyncio's default pool (CPUs + 4 threads) made a burst of EvalJobs wait in line for a
-    # thread while both processes sat half idle. The connection pool matches the threads.
-    asyncio.get_running_loop().set_default_executor(
-        concurrent.futures.ThreadPoolExecutor(max_workers=operator.kube_threads, thread_name_prefix="evalkube-api")
-    )
-    cluster = Cluster(kube.api_client(pool_size=operator.kube_threads))
+    # The operator's own calls are asynchronous (evalkube.apiserver), on kopf's loop; this many
+    # connections to the apiserver are kept open and in use at once.
+    configuration = kube.api_client(pool_size=operator.kube_connections).configuration
+    cluster = Cluster(configuration, operator.kube_connections)
+    memo.cluster = cluster
     memo.reconciler = Reconciler(cluster, operator)
     memo.merge_reconciler = MergeReconciler(cluster, operator)
+
+
+@kopf.on.cleanup()
+async def disconnect(memo: kopf.Memo, **_: Any) -> None:
+    cluster: Cluster | None = memo.get("cluster")
+    if cluster is not None:
+        await cluster.close()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -23,8 +23,7 @@ from typing import Any
 import kopf
 
 from evalkube import progress as shared
-from evalkube.kube import or_none
-from evalkube.operator.cluster import Cluster
+from evalkube.operator.cluster import Cluster, owned_by
 from evalkube.resource import Phase
 
 log = logging.getLogger("evalkube.operator")
@@ -40,10 +39,10 @@ async def watch_progress(
     """
     meta, status = evaljob["metadata"], evaljob.get("status") or {}
     name = shared.progress_configmap_name(meta["name"])
-    found = await asyncio.to_thread(or_none, cluster.core.read_namespaced_config_map, name, meta["namespace"])
+    found = await cluster.config_map(meta["namespace"], name)
     progress = None
-    if found is not None and meta["uid"] in {ref.uid for ref in found.metadata.owner_references or []}:
-        progress = shared.from_configmap(found.data)
+    if found is not None and owned_by(found, meta["uid"]):
+        progress = shared.from_configmap(found.get("data"))
     update = {"progress": progress} if progress else {}
     if not hung_after:
         return update, None

@@ -21,10 +21,10 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from evalkube import resource
-from evalkube.kube import api_message, or_none
+from evalkube.kube import api_message
 from evalkube.mapping import describe_errors, field_path, now_rfc3339, parse_spec
 from evalkube.operator import events, metrics
-from evalkube.operator.cluster import Cluster
+from evalkube.operator.cluster import Cluster, owned_by
 from evalkube.operator.jobspec import build_job
 from evalkube.operator.observe import Observation, lacks_exit_details, observe
 from evalkube.operator.progress import watch_progress
@@ -230,12 +230,18 @@ class Reconciler:
             )
             return await self._fail(evaljob, reasons, createdAt=created)
 
-        async with self._namespace_locks[namespace]:
-            limit = self.settings.max_running
-            if limit:  # only a limit needs the queue (a scan of the namespace: not one per admission else)
+        limit = self.settings.max_running
+        if not limit:  # no queue to keep: admissions run side by side
+            refused = await self._create_job(evaljob)
+        else:
+            # The count of running EvalJobs and the Job that takes a slot are one step: the lock
+            # covers the scan and the create only (the Job marks its slot taken before the lock
+            # goes), never the status write, so admissions wait for each other as little as they can.
+            async with self._namespace_locks[namespace]:
                 queue = Queue.of(views.evaljobs(namespace), self._state)
                 waiting_ahead, running = queue.waiting_ahead(evaljob), queue.holding_jobs()
-            if limit and running + waiting_ahead >= limit:
+                refused = None if running + waiting_ahead >= limit else await self._create_job(evaljob)
+            if running + waiting_ahead >= limit:
                 return await self._write(
                     evaljob,
                     {
@@ -244,24 +250,34 @@ class Reconciler:
                         "message": f"waiting for a free slot: {running} of max {limit} EvalJobs running, {waiting_ahead} ahead in the queue",
                     },
                 )
-            try:
-                if await self.cluster.create_job(build_job(evaljob, self.settings)):
-                    log.info("created Job %s/%s", namespace, name)
-            except ApiException as error:
-                if error.status not in (400, 403, 422):
-                    raise  # transient: retried
-                return await self._fail(
-                    evaljob, f"the Job could not be created: {api_message(error)}", createdAt=created
-                )
-            return await self._write(
-                evaljob,
-                {
-                    "phase": Phase.QUEUED,
-                    "createdAt": created,
-                    "jobName": name,
-                    "message": "Job created; waiting for the evaluator pod",
-                },
-            )
+        if refused:
+            return await self._fail(evaljob, f"the Job could not be created: {refused}", createdAt=created)
+        return await self._write(
+            evaljob,
+            {
+                "phase": Phase.QUEUED,
+                "createdAt": created,
+                "jobName": name,
+                "message": "Job created; waiting for the evaluator pod",
+            },
+        )
+
+    async def _create_job(self, evaljob: dict[str, Any]) -> str | None:
+        """Create the EvalJob's Job (or find it made already); the apiserver's reason if it refuses.
+
+        From here on the EvalJob holds a slot in this process's count, whatever its status says yet.
+        """
+        meta = evaljob["metadata"]
+        try:
+            if await self.cluster.create_job(build_job(evaljob, self.settings)):
+                log.info("created Job %s/%s", meta["namespace"], meta["name"])
+        except ApiException as error:
+            if error.status not in (400, 403, 422):
+                raise  # transient: retried
+            return api_message(error)
+        memory = self._memory.setdefault((meta["namespace"], meta["name"]), _Memory())
+        memory.written = (Phase.QUEUED, True)
+        return None
 
     def _state(self, evaljob: dict[str, Any]) -> tuple[str | None, bool]:
         """(phase, holds a Job): this process's own last write wins over a lagging watch."""
@@ -297,15 +313,15 @@ class Reconciler:
 
     async def _collect_results(self, namespace: str, name: str, uid: str) -> dict[str, Any]:
         config_map = resource.result_configmap_name(name)
-        found = await asyncio.to_thread(or_none, self.cluster.core.read_namespaced_config_map, config_map, namespace)
-        data = None if found is None else dict(found.data or {})
+        found = await self.cluster.config_map(namespace, config_map)
+        data = None if found is None else dict(found.get("data") or {})
         if data is None or resource.RESULTS_KEY not in data:
             return failure(
                 f"the evaluator finished but wrote no results (ConfigMap {config_map} with key {resource.RESULTS_KEY} is missing)"
             )
         # Only this EvalJob's pod writes a ConfigMap owned by this EvalJob's uid: one created by
         # anyone else first (a tenant forging `<name>-result`) is never taken for its results.
-        if uid not in {ref.uid for ref in found.metadata.owner_references or []}:
+        if not owned_by(found, uid):
             return failure(
                 f"ConfigMap {config_map} is not owned by this EvalJob (uid {uid}): it was not written by its "
                 "evaluator pod, so its contents are ignored"

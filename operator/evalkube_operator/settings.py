@@ -53,8 +53,8 @@ class OperatorSettings(BaseSettings):
     kueue_queue_name: str | None = None
     shm_size: str = "8Gi"
     default_resources: dict[str, dict[str, int | str]] = Field(default_factory=dict)
-    #: Threads (and pooled connections) for apiserver calls: how many can be in flight at once.
-    kube_threads: int = Field(default=32, ge=1, le=256)
+    #: Connections to the apiserver for the operator's own calls: how many can be in flight at once.
+    kube_connections: int = Field(default=32, ge=1, le=256)
     #: At most this many EvalJobs with a Job at once per namespace (0 = no limit): the rest wait in order.
     max_running: int = Field(default=0, ge=0)
     #: With peering (several replicas): seconds after which a silent replica counts as dead and a
