@@ -49,6 +49,10 @@ class RecordingCluster:
     calls: list[tuple[str, str]] = field(default_factory=list)
     #: Calls that raise once, e.g. {"create_job": ApiException(status=500)}.
     fail_once: dict[str, Exception] = field(default_factory=dict)
+    #: Seconds a status write takes (the watches show it only after), and the most made at once.
+    patch_seconds: float = 0.0
+    patches_in_flight: int = 0
+    most_patches_in_flight: int = 0
 
     def _maybe_fail(self, call: str) -> None:
         if call in self.fail_once:
@@ -62,6 +66,11 @@ class RecordingCluster:
     async def patch_evaljob_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any] | None:
         self.calls.append(("patch_status", name))
         self._maybe_fail("patch_status")
+        if self.patch_seconds:
+            self.patches_in_flight += 1
+            self.most_patches_in_flight = max(self.most_patches_in_flight, self.patches_in_flight)
+            await asyncio.sleep(self.patch_seconds)
+            self.patches_in_flight -= 1
         if name not in self.evaljobs:
             return None
         self.evaljobs[name].setdefault("status", {}).update(copy.deepcopy(status))
@@ -188,6 +197,42 @@ def test_with_max_running_the_highest_priority_then_oldest_is_admitted(cluster: 
     assert "2 ahead in the queue" in status(cluster, "new")["message"]
     run(operator.reconcile(NS, "old", views))
     assert status(cluster, "old")["message"] == (
+        "waiting for a free slot: 1 of max 1 EvalJobs running, 0 ahead in the queue"
+    )
+
+
+def test_without_a_limit_admissions_do_not_wait_for_each_other(cluster: RecordingCluster) -> None:
+    names = [f"ej-{index}" for index in range(5)]
+    add(cluster, *(evaljob(name) for name in names))
+    cluster.patch_seconds = 0.02
+    operator, views = reconciler(cluster), FakeViews(cluster)
+
+    async def together() -> None:
+        await asyncio.gather(*(operator.reconcile(NS, name, views) for name in names))
+
+    run(together())
+    assert sorted(cluster.created()) == names
+    assert cluster.most_patches_in_flight == 5
+
+
+def test_admissions_side_by_side_take_no_more_slots_than_max_running(cluster: RecordingCluster) -> None:
+    """An admitted EvalJob's status write may land after the next admission counts the slots (the
+    namespace lock is not held for it): the count knows its slot is taken all the same."""
+    add(cluster, evaljob("first", submitted="2026-01-01T00:00:01.000000Z"))
+    cluster.patch_seconds = 0.02
+    operator, views = reconciler(cluster, max_running=1), FakeViews(cluster)
+
+    async def scenario() -> None:
+        first = asyncio.create_task(operator.reconcile(NS, "first", views))
+        await asyncio.sleep(0)  # its Job is created, its status write under way
+        # Comes now and goes first: nobody waits ahead of it, so only the slot taken can stop it.
+        add(cluster, evaljob("urgent", priority=5, submitted="2026-01-01T00:00:02.000000Z"))
+        await operator.reconcile(NS, "urgent", views)
+        await first
+
+    run(scenario())
+    assert cluster.created() == ["first"]
+    assert status(cluster, "urgent")["message"] == (
         "waiting for a free slot: 1 of max 1 EvalJobs running, 0 ahead in the queue"
     )
 
