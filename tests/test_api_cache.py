@@ -7,10 +7,10 @@ import kubernetes
 import pytest
 
 from evalkube import kube, resource
-from evalkube.api.apiserver import AsyncApiserver
 from evalkube.api.cache import WatchCache
 from evalkube.api.evaljobs import EvalJobs
 from evalkube.api.settings import ApiSettings
+from evalkube.apiserver import AsyncApiserver
 
 from harness.api_server import ApiServer, evaljob_manifest, set_status, wait_until
 from kubeemu import KubeEmulator
