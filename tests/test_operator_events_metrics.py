@@ -71,7 +71,7 @@ def test_events_tell_each_evaljobs_story_in_order_and_metrics_count_it(
 
     history = wait_events(cluster, completed, 3)
     assert history == [
-        ("Normal", "Queued", "Job created; waiting for the evaluator pod"),
+        ("Normal", "Queued", "waiting for the Job controller to create the evaluator pod"),
         ("Normal", "Running", "evaluating on node node-1"),
         ("Normal", "Completed", "evaluation completed"),
     ]

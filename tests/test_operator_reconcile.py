@@ -159,6 +159,16 @@ def test_admission_creates_the_job_and_records_it(cluster: RecordingCluster) -> 
     assert status(cluster, "a")["observedGeneration"] == 1
 
 
+def test_the_jobs_first_event_finds_the_status_already_saying_what_it_shows(cluster: RecordingCluster) -> None:
+    """Admission writes what a Job without a pod means, so the Job's first event writes nothing."""
+    add(cluster, evaljob("a"))
+    operator, views = reconciler(cluster), FakeViews(cluster)
+    run(operator.reconcile(NS, "a", views))
+    run(operator.reconcile(NS, "a", views))  # the Job's first event: no pod yet
+    assert [call for call in cluster.calls if call[0] == "patch_status"] == [("patch_status", "a")]
+    assert status(cluster, "a")["message"] == "waiting for the Job controller to create the evaluator pod"
+
+
 def test_a_spec_the_runner_would_refuse_fails_at_admission_without_a_job(cluster: RecordingCluster) -> None:
     add(cluster, evaljob("bad", outputDir="a/../../etc"))
     run(reconciler(cluster).reconcile(NS, "bad", FakeViews(cluster)))

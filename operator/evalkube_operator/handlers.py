@@ -48,21 +48,25 @@ def _queue_entry(body: kopf.Body) -> dict[str, Any]:
 
 
 # What each index keeps is cut to what is read: at 10,000 EvalJobs with their Jobs and pods, whole
-# objects (a Job's pod template, a pod's spec) were most of the operator's memory.
+# objects (a Job's pod template, a pod's spec) were most of the operator's memory. The indexers are
+# coroutines only so that kopf calls them on its loop: a plain function it runs in a worker thread,
+# a hand-off each way for every event.
 
 
 @kopf.index(resource.GROUP, resource.VERSION, resource.PLURAL)
-def evaljobs_by_namespace(namespace: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
+async def evaljobs_by_namespace(namespace: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
     return {namespace: _queue_entry(body)}
 
 
 @kopf.index(resource.GROUP, resource.VERSION, resource.PLURAL)
-def evaljob_by_name(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
+async def evaljob_by_name(
+    namespace: str, name: str, body: kopf.Body, **_: Any
+) -> dict[tuple[str, str], dict[str, Any]]:
     return {(namespace, name): _plain(body)}
 
 
 @kopf.index("batch", "v1", "jobs", labels=CHILD_SELECTOR)
-def jobs_by_evaljob(
+async def jobs_by_evaljob(
     namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any
 ) -> dict[tuple[str, str], dict[str, Any]] | None:
     owner = labels.get(resource.LABEL_EVALJOB)
@@ -71,7 +75,7 @@ def jobs_by_evaljob(
 
 
 @kopf.index("", "v1", "pods", labels=CHILD_SELECTOR)
-def pods_by_evaljob(
+async def pods_by_evaljob(
     namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any
 ) -> dict[tuple[str, str], dict[str, Any]] | None:
     owner = labels.get(resource.LABEL_EVALJOB)

@@ -17,6 +17,20 @@ from evalkube.operator.reconcile import Reconciler
 from evalkube.operator.settings import OperatorSettings
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """No essence, no diff: only on.event handlers and indexes are registered, and they read none,
+    yet kopf builds one per event (a deep copy of the object) unless its storage says there is none."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        pass
+
+
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """kopf's own settings, and the reconciler every handler shares through the memo."""
@@ -27,6 +41,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 10
+    settings.persistence.diffbase_storage = NoDiffBase()
     operator = OperatorSettings()
     # How long a silent peer counts as alive: a standby replica takes over this long after the
     # active one dies.

@@ -23,12 +23,12 @@ def _plain(body: kopf.Body) -> dict[str, Any]:
 
 
 @kopf.index("batch", "v1", "jobs", labels=MERGE_CHILDREN)
-def jobs_by_merge(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[tuple[str, str], Any]:
+async def jobs_by_merge(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[tuple[str, str], Any]:
     return {(namespace, labels[resource.LABEL_MERGE]): _plain(body)}
 
 
 @kopf.index("", "v1", "pods", labels=MERGE_CHILDREN)
-def pods_by_merge(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[tuple[str, str], Any]:
+async def pods_by_merge(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[tuple[str, str], Any]:
     return {(namespace, labels[resource.LABEL_MERGE]): _plain(body)}
 
 

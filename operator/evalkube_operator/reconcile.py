@@ -230,9 +230,10 @@ class Reconciler:
             )
             return await self._fail(evaljob, reasons, createdAt=created)
 
+        job = build_job(evaljob, self.settings)
         limit = self.settings.max_running
         if not limit:  # no queue to keep: admissions run side by side
-            refused = await self._create_job(evaljob)
+            refused = await self._create_job(job)
         else:
             # The count of running EvalJobs and the Job that takes a slot are one step: the lock
             # covers the scan and the create only (the Job marks its slot taken before the lock
@@ -240,7 +241,7 @@ class Reconciler:
             async with self._namespace_locks[namespace]:
                 queue = Queue.of(views.evaljobs(namespace), self._state)
                 waiting_ahead, running = queue.waiting_ahead(evaljob), queue.holding_jobs()
-                refused = None if running + waiting_ahead >= limit else await self._create_job(evaljob)
+                refused = None if running + waiting_ahead >= limit else await self._create_job(job)
             if running + waiting_ahead >= limit:
                 return await self._write(
                     evaljob,
@@ -258,18 +259,19 @@ class Reconciler:
                 "phase": Phase.QUEUED,
                 "createdAt": created,
                 "jobName": name,
-                "message": "Job created; waiting for the evaluator pod",
+                # What the Job's first event will say of it: that event then writes nothing.
+                "message": observe(job, []).message,
             },
         )
 
-    async def _create_job(self, evaljob: dict[str, Any]) -> str | None:
-        """Create the EvalJob's Job (or find it made already); the apiserver's reason if it refuses.
+    async def _create_job(self, job: dict[str, Any]) -> str | None:
+        """Create an EvalJob's Job (or find it made already); the apiserver's reason if it refuses.
 
         From here on the EvalJob holds a slot in this process's count, whatever its status says yet.
         """
-        meta = evaljob["metadata"]
+        meta = job["metadata"]  # the EvalJob's own name and namespace
         try:
-            if await self.cluster.create_job(build_job(evaljob, self.settings)):
+            if await self.cluster.create_job(job):
                 log.info("created Job %s/%s", meta["namespace"], meta["name"])
         except ApiException as error:
             if error.status not in (400, 403, 422):
