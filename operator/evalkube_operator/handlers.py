@@ -23,46 +23,51 @@ from evalkube.operator.settings import OperatorSettings
 CHILD_SELECTOR = {resource.LABEL_MANAGED_BY: resource.MANAGED_BY}
 
 
-def _plain(body: kopf.Body, spec: dict[str, Any] | None = None) -> dict[str, Any]:
-    """What the reconciler reads of an object (with `spec` instead of the object's, if given);
-    managedFields, the largest part of most objects, is never read, so never kept."""
+def _evaljob_entry(body: kopf.Body) -> dict[str, Any]:
+    """The EvalJob as the reconciler and the queue read it; managedFields, the largest part of most
+    objects, is never read, so never kept."""
     metadata = {key: value for key, value in body.get("metadata", {}).items() if key != "managedFields"}
     kept = {key: body.get(key) for key in ("apiVersion", "kind", "spec", "status")}
-    return {**kept, "metadata": metadata, **({"spec": spec} if spec is not None else {})}
+    return {**kept, "metadata": metadata}
 
 
-def _queue_entry(body: kopf.Body) -> dict[str, Any]:
-    """The fields the queue's order and retention read (evalkube.ordering), and no more."""
-    metadata, spec, status = body.get("metadata", {}), body.get("spec") or {}, body.get("status") or {}
-    submitted = (metadata.get("annotations") or {}).get(resource.ANNOTATION_SUBMITTED_AT)
+def _job_entry(body: kopf.Body) -> dict[str, Any]:
+    """What `observe` reads of a Job (not its pod template, the largest part of it)."""
+    metadata, spec = body.get("metadata") or {}, body.get("spec") or {}
     return {
-        "metadata": {
-            "name": metadata.get("name"),
-            "namespace": metadata.get("namespace"),
-            "creationTimestamp": metadata.get("creationTimestamp"),
-            "annotations": {resource.ANNOTATION_SUBMITTED_AT: submitted} if submitted else {},
-        },
-        "spec": {key: spec[key] for key in ("priority", "cancelRequested") if key in spec},
-        "status": {key: status[key] for key in ("phase", "jobName", "completedAt", "startedAt") if key in status},
+        "metadata": {"name": metadata.get("name"), "creationTimestamp": metadata.get("creationTimestamp")},
+        "spec": {key: spec[key] for key in ("suspend", "activeDeadlineSeconds") if key in spec},
+        "status": body.get("status") or {},
     }
 
 
-# What each index keeps is cut to what is read: at 10,000 EvalJobs with their Jobs and pods, whole
-# objects (a Job's pod template, a pod's spec) were most of the operator's memory. The indexers are
-# coroutines only so that kopf calls them on its loop: a plain function it runs in a worker thread,
-# a hand-off each way for every event.
+def _pod_entry(body: kopf.Body) -> dict[str, Any]:
+    """What `observe` reads of a pod: which one is newest, its node, image, conditions, container."""
+    metadata, spec, status = body.get("metadata") or {}, body.get("spec") or {}, body.get("status") or {}
+    return {
+        "metadata": {
+            key: metadata[key] for key in ("name", "creationTimestamp", "deletionTimestamp") if key in metadata
+        },
+        "spec": {
+            "nodeName": spec.get("nodeName"),
+            "containers": [{"name": c.get("name"), "image": c.get("image")} for c in spec.get("containers") or []],
+        },
+        "status": {key: status[key] for key in ("phase", "conditions", "containerStatuses") if key in status},
+    }
 
 
-@kopf.index(resource.GROUP, resource.VERSION, resource.PLURAL)
-async def evaljobs_by_namespace(namespace: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
-    return {namespace: _queue_entry(body)}
+# Each index keeps what is read and no more: at 10,000 EvalJobs with their Jobs and pods, whole
+# objects (a Job's pod template, a pod's spec and status) were most of the operator's memory, and
+# each index costs kopf's own bookkeeping per object too, so the EvalJobs have one (a namespace's
+# are found by scanning it). The indexers are coroutines only so that kopf calls them on its loop:
+# a plain function it runs in a worker thread, a hand-off each way for every event.
 
 
 @kopf.index(resource.GROUP, resource.VERSION, resource.PLURAL)
 async def evaljob_by_name(
     namespace: str, name: str, body: kopf.Body, **_: Any
 ) -> dict[tuple[str, str], dict[str, Any]]:
-    return {(namespace, name): _plain(body)}
+    return {(namespace, name): _evaljob_entry(body)}
 
 
 @kopf.index("batch", "v1", "jobs", labels=CHILD_SELECTOR)
@@ -70,8 +75,7 @@ async def jobs_by_evaljob(
     namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any
 ) -> dict[tuple[str, str], dict[str, Any]] | None:
     owner = labels.get(resource.LABEL_EVALJOB)
-    spec = {key: value for key, value in (body.get("spec") or {}).items() if key != "template"}
-    return {(namespace, owner): _plain(body, spec)} if owner else None
+    return {(namespace, owner): _job_entry(body)} if owner else None
 
 
 @kopf.index("", "v1", "pods", labels=CHILD_SELECTOR)
@@ -79,19 +83,14 @@ async def pods_by_evaljob(
     namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any
 ) -> dict[tuple[str, str], dict[str, Any]] | None:
     owner = labels.get(resource.LABEL_EVALJOB)
-    pod_spec = body.get("spec") or {}
-    spec = {
-        "nodeName": pod_spec.get("nodeName"),
-        "containers": [{"name": c.get("name"), "image": c.get("image")} for c in pod_spec.get("containers") or []],
-    }
-    return {(namespace, owner): _plain(body, spec)} if owner else None
+    return {(namespace, owner): _pod_entry(body)} if owner else None
 
 
 class IndexViews:
     """The kopf indexes, shaped as reconcile.Views."""
 
-    def __init__(self, evaljob: kopf.Index, evaljobs: kopf.Index, jobs: kopf.Index, pods: kopf.Index) -> None:
-        self._evaljob, self._evaljobs, self._jobs, self._pods = evaljob, evaljobs, jobs, pods
+    def __init__(self, evaljob: kopf.Index, jobs: kopf.Index, pods: kopf.Index) -> None:
+        self._evaljob, self._jobs, self._pods = evaljob, jobs, pods
 
     def evaljob(self, namespace: str, name: str) -> dict[str, Any] | None:
         return next(iter(self._evaljob.get((namespace, name), [])), None)
@@ -103,7 +102,7 @@ class IndexViews:
         return list(self._pods.get((namespace, name), []))
 
     def evaljobs(self, namespace: str) -> list[dict[str, Any]]:
-        return list(self._evaljobs.get(namespace, []))
+        return [entry for (ns, _), store in self._evaljob.items() if ns == namespace for entry in store]
 
 
 @dataclass
@@ -159,9 +158,7 @@ async def stop_resync(memo: kopf.Memo, **_: Any) -> None:
 
 
 def _views(memo: kopf.Memo, kwargs: dict[str, Any]) -> IndexViews:
-    views = IndexViews(
-        kwargs["evaljob_by_name"], kwargs["evaljobs_by_namespace"], kwargs["jobs_by_evaljob"], kwargs["pods_by_evaljob"]
-    )
+    views = IndexViews(kwargs["evaljob_by_name"], kwargs["jobs_by_evaljob"], kwargs["pods_by_evaljob"])
     memo.shared.views = views  # the indexes are live mappings: the background tasks read them later
     return views
 
