@@ -13,6 +13,7 @@ from typing import Any
 
 import kopf
 import pytest
+from test_operator_observe import cond
 
 from evalkube.operator.handlers import _evaljob_entry, _job_entry, _pod_entry
 from evalkube.operator.jobspec import build_job
@@ -35,16 +36,6 @@ EVALJOB = {
     "spec": {"model": "huggingface", "tasks": ["mme"], "numGpus": 1, "timeoutSeconds": 600},
     "status": {"phase": "Queued", "jobName": "eval-x"},
 }
-
-
-def condition(kind: str, reason: str = "", message: str = "", status: str = "True") -> dict[str, Any]:
-    return {
-        "type": kind,
-        "status": status,
-        "reason": reason,
-        "message": message,
-        "lastTransitionTime": "2026-01-01T00:05:00Z",
-    }
 
 
 def full_job(status: dict[str, Any], suspend: bool = False) -> dict[str, Any]:
@@ -76,23 +67,23 @@ JOB_STATES = {
     "new": {},
     "active": {"active": 1, "startTime": "2026-01-01T00:00:01Z"},
     "complete": {"startTime": "2026-01-01T00:00:01Z", "completionTime": "2026-01-01T00:08:00Z",
-                 "conditions": [condition("SuccessCriteriaMet"), condition("Complete")], "succeeded": 1},
+                 "conditions": [cond("SuccessCriteriaMet"), cond("Complete")], "succeeded": 1},
     "deadline": {"startTime": "2026-01-01T00:00:01Z", "failed": 1,
-                 "conditions": [condition("Failed", "DeadlineExceeded", "Job was active longer than specified deadline")]},
+                 "conditions": [cond("Failed", "DeadlineExceeded", "Job was active longer than specified deadline")]},
     "backoff": {"startTime": "2026-01-01T00:00:01Z", "failed": 1,
-                "conditions": [condition("FailureTarget", "BackoffLimitExceeded", "Job has reached the specified backoff limit")]},
+                "conditions": [cond("FailureTarget", "BackoffLimitExceeded", "Job has reached the specified backoff limit")]},
 }  # fmt: skip
 
 RUNNING = {"running": {"startedAt": "2026-01-01T00:00:05Z"}}
 POD_STATES: dict[str, tuple[dict[str, Any], str | None]] = {
     "unschedulable": ({"phase": "Pending", "conditions": [
-        condition("PodScheduled", "Unschedulable", "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.", "False")]}, None),
-    "scheduled": ({"phase": "Pending", "conditions": [condition("PodScheduled")]}, "gpu-1"),
-    "pulling": ({"phase": "Pending", "conditions": [condition("PodScheduled")], "containerStatuses": [
+        cond("PodScheduled", "Unschedulable", "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.", "False")]}, None),
+    "scheduled": ({"phase": "Pending", "conditions": [cond("PodScheduled")]}, "gpu-1"),
+    "pulling": ({"phase": "Pending", "conditions": [cond("PodScheduled")], "containerStatuses": [
         {"name": "evaluator", "image": "evaluator:test", "ready": False, "restartCount": 0,
          "state": {"waiting": {"reason": "ErrImagePull", "message": "pull access denied"}}}]}, "gpu-1"),
     "running": ({"phase": "Running", "podIP": "10.0.0.5", "hostIP": "192.168.0.2", "qosClass": "Burstable",
-                 "startTime": "2026-01-01T00:00:03Z", "conditions": [condition("PodScheduled"), condition("Ready")],
+                 "startTime": "2026-01-01T00:00:03Z", "conditions": [cond("PodScheduled"), cond("Ready")],
                  "containerStatuses": [{"name": "evaluator", "image": "evaluator:test", "imageID": "sha256:abc",
                                         "ready": True, "restartCount": 0, "state": RUNNING}]}, "gpu-1"),
     "oom": ({"phase": "Failed", "containerStatuses": [{"name": "evaluator", "state": {"terminated": {
