@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,37 +24,57 @@ from evalkube.operator.settings import OperatorSettings
 CHILD_SELECTOR = {resource.LABEL_MANAGED_BY: resource.MANAGED_BY}
 
 
+#: Strings this long or shorter are kept once for every entry (names, phases, reasons, timestamps).
+_SHARED_STRING_CHARS = 64
+
+
+def _shared(value: Any) -> Any:
+    """`value` rebuilt with one copy of each key and short string held by every entry: parsed JSON
+    gives each object its own "metadata", "status", "Queued", ..., most of a small entry's size."""
+    if isinstance(value, dict):
+        return {sys.intern(key): _shared(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_shared(item) for item in value]
+    if isinstance(value, str) and len(value) <= _SHARED_STRING_CHARS:
+        return sys.intern(value)
+    return value
+
+
 def _evaljob_entry(body: kopf.Body) -> dict[str, Any]:
     """The EvalJob as the reconciler and the queue read it; managedFields, the largest part of most
     objects, is never read, so never kept."""
     metadata = {key: value for key, value in body.get("metadata", {}).items() if key != "managedFields"}
     kept = {key: body.get(key) for key in ("apiVersion", "kind", "spec", "status")}
-    return {**kept, "metadata": metadata}
+    return _shared({**kept, "metadata": metadata})
 
 
 def _job_entry(body: kopf.Body) -> dict[str, Any]:
     """What `observe` reads of a Job (not its pod template, the largest part of it)."""
     metadata, spec = body.get("metadata") or {}, body.get("spec") or {}
-    return {
-        "metadata": {"name": metadata.get("name"), "creationTimestamp": metadata.get("creationTimestamp")},
-        "spec": {key: spec[key] for key in ("suspend", "activeDeadlineSeconds") if key in spec},
-        "status": body.get("status") or {},
-    }
+    return _shared(
+        {
+            "metadata": {"name": metadata.get("name"), "creationTimestamp": metadata.get("creationTimestamp")},
+            "spec": {key: spec[key] for key in ("suspend", "activeDeadlineSeconds") if key in spec},
+            "status": body.get("status") or {},
+        }
+    )
 
 
 def _pod_entry(body: kopf.Body) -> dict[str, Any]:
     """What `observe` reads of a pod: which one is newest, its node, image, conditions, container."""
     metadata, spec, status = body.get("metadata") or {}, body.get("spec") or {}, body.get("status") or {}
-    return {
-        "metadata": {
-            key: metadata[key] for key in ("name", "creationTimestamp", "deletionTimestamp") if key in metadata
-        },
-        "spec": {
-            "nodeName": spec.get("nodeName"),
-            "containers": [{"name": c.get("name"), "image": c.get("image")} for c in spec.get("containers") or []],
-        },
-        "status": {key: status[key] for key in ("phase", "conditions", "containerStatuses") if key in status},
-    }
+    return _shared(
+        {
+            "metadata": {
+                key: metadata[key] for key in ("name", "creationTimestamp", "deletionTimestamp") if key in metadata
+            },
+            "spec": {
+                "nodeName": spec.get("nodeName"),
+                "containers": [{"name": c.get("name"), "image": c.get("image")} for c in spec.get("containers") or []],
+            },
+            "status": {key: status[key] for key in ("phase", "conditions", "containerStatuses") if key in status},
+        }
+    )
 
 
 # Each index keeps what is read and no more: at 10,000 EvalJobs with their Jobs and pods, whole

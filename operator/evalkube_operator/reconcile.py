@@ -26,6 +26,7 @@ from evalkube.mapping import describe_errors, field_path, now_rfc3339, parse_spe
 from evalkube.operator import events, metrics
 from evalkube.operator.cluster import Cluster, owned_by
 from evalkube.operator.jobspec import build_job
+from evalkube.operator.locks import KeyedLocks
 from evalkube.operator.observe import Observation, lacks_exit_details, observe
 from evalkube.operator.progress import watch_progress
 from evalkube.operator.settings import OperatorSettings
@@ -60,31 +61,32 @@ class Views(Protocol):
     def evaljobs(self, namespace: str) -> list[dict[str, Any]]: ...
 
 
-@dataclass
+@dataclass(slots=True)
 class _Memory:
-    """What this process keeps of one EvalJob: a lock (one reconcile at a time), its own last
-    write, which the watches may not show yet, and the newest version of it this process has
-    acted on, read or written, until the watch shows that version too."""
+    """What this process keeps of one EvalJob: its own last write, which the watches may not show
+    yet, and the newest version of it this process has acted on, read or written, until the watch
+    shows that version too. Kept for every EvalJob, so kept small."""
 
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     written: tuple[str | None, bool] | None = None
     #: The newest resourceVersion known here, and the object at it (None once the watch shows it).
     version: str | None = None
     latest: dict[str, Any] | None = None
-    #: Versions known to be older than `version`: the ones this process saw before it.
-    older: set[str] = field(default_factory=set)
+    #: Versions known to be older than `version`: the ones this process saw before it (None: none).
+    older: set[str] | None = None
 
     def knows(self, evaljob: dict[str, Any]) -> None:
         """`evaljob` (a write's answer or a fresh read) is the newest version known."""
         version = evaljob["metadata"].get("resourceVersion")
         if self.version is not None and self.version != version:
-            self.older.add(self.version)
+            self.older = (self.older or set()) | {self.version}
         self.version, self.latest = version, evaljob
 
     def caught_up(self, version: str | None) -> None:
         """The watch shows `version`, the newest known: nothing needs keeping."""
-        self.version, self.latest = version, None
-        self.older.clear()
+        self.version, self.latest, self.older = version, None, None
+
+    def is_older(self, version: str | None) -> bool:
+        return self.older is not None and version in self.older
 
 
 @dataclass
@@ -100,6 +102,8 @@ class Reconciler:
     cluster: Cluster
     settings: OperatorSettings
     _memory: dict[tuple[str, str], _Memory] = field(default_factory=dict)
+    #: One reconcile at a time per EvalJob.
+    _locks: KeyedLocks = field(default_factory=KeyedLocks)
     _namespace_locks: defaultdict[str, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
     #: EvalJobs whose last reconcile failed, with the job_deleted flag of that attempt.
     _failed: dict[tuple[str, str], bool] = field(default_factory=dict)
@@ -127,8 +131,8 @@ class Reconciler:
         return len(self._failed)
 
     async def _reconcile_locked(self, namespace: str, name: str, views: Views, job_deleted: bool) -> None:
-        memory = self._memory.setdefault((namespace, name), _Memory())
-        async with memory.lock:
+        async with self._locks.hold((namespace, name)):
+            memory = self._memory.setdefault((namespace, name), _Memory())
             evaljob = await self._current(namespace, name, views, memory)
             if evaljob is None:
                 self.forget(namespace, name)
@@ -153,7 +157,7 @@ class Reconciler:
             if memory.version is None or version == memory.version:
                 memory.caught_up(version)
                 return dict(cached)  # shallow copies: `_write` replaces their status, never the original's
-            if version in memory.older and memory.latest is not None:
+            if memory.is_older(version) and memory.latest is not None:
                 return dict(memory.latest)
         evaljob = await self.cluster.get_evaljob(namespace, name)
         if evaljob is not None:
