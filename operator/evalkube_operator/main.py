@@ -42,6 +42,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 10
     settings.persistence.diffbase_storage = NoDiffBase()
+    # A worker per object with events outstanding; one idle this long exits (kopf's default, 5 s,
+    # kept thousands alive through a burst of EvalJobs, each with the object's last event in hand).
+    settings.queueing.idle_timeout = 1.0
     operator = OperatorSettings()
     # How long a silent peer counts as alive: a standby replica takes over this long after the
     # active one dies.
