@@ -13,6 +13,7 @@ import io
 import json
 import queue
 import socket
+import sys
 import threading
 import time
 import traceback
@@ -139,6 +140,13 @@ class EmulatorServer(ThreadingHTTPServer):
         self.connections: set[socket.socket] = set()
         self.connections_lock = threading.Lock()
         super().__init__(address, Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that resets its connection (an asyncio client closing its pool, a killed
+        process) has only left, as a real apiserver sees it; anything else is printed as before."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
     def close_connections(self) -> None:
         """Wake every keep-alive/watch thread so that stop() leaves no thread behind."""
