@@ -86,16 +86,6 @@ class Queue:
         return sum(1 for job in self.evaljobs if job_status(job) is JobStatus.QUEUED and run_order_key(job) < key)
 
 
-def queued_in_run_order(evaljobs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The queued EvalJobs, the next one to run first."""
-    return Queue.of(evaljobs).queued()
-
-
-def position_in_queue(evaljob: dict[str, Any], evaljobs: Iterable[dict[str, Any]]) -> int:
-    """How many queued EvalJobs run before this one (0 = next)."""
-    return Queue.of(evaljobs).position(evaljob)
-
-
 def started_key(evaljob: dict[str, Any]) -> tuple[str, str]:
     """Sort key of running EvalJobs: the longest-running first (start time, else age, then name)."""
     metadata = evaljob["metadata"]

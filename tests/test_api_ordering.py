@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from evalkube.ordering import position_in_queue, queued_in_run_order
+from evalkube.ordering import Queue
 from evalkube.resource import ANNOTATION_SUBMITTED_AT
 
 
@@ -30,7 +30,7 @@ def test_priority_first_then_age_then_name() -> None:
         evaljob("mid-default-a", "2026-01-01T00:00:05Z", priority=0),
         evaljob("old-default", "2026-01-01T00:00:01Z"),
     ]
-    assert names(queued_in_run_order(jobs)) == ["new-high", "old-default", "mid-default-a", "mid-default-b", "old-low"]
+    assert names(Queue.of(jobs).queued()) == ["new-high", "old-default", "mid-default-a", "mid-default-b", "old-low"]
 
 
 def test_within_one_second_the_apis_submission_time_keeps_fifo() -> None:
@@ -38,7 +38,7 @@ def test_within_one_second_the_apis_submission_time_keeps_fifo() -> None:
     first["metadata"]["annotations"] = {ANNOTATION_SUBMITTED_AT: "2026-01-01T00:00:05.100000Z"}
     second["metadata"]["annotations"] = {ANNOTATION_SUBMITTED_AT: "2026-01-01T00:00:05.200000Z"}
 
-    assert names(queued_in_run_order([second, first])) == ["z-first", "a-second"]
+    assert names(Queue.of([second, first]).queued()) == ["z-first", "a-second"]
 
 
 def test_only_queued_jobs_are_in_the_queue_and_count_for_positions() -> None:
@@ -48,5 +48,5 @@ def test_only_queued_jobs_are_in_the_queue_and_count_for_positions() -> None:
         evaljob("unseen", "2026-01-01T00:00:01Z"),  # no status yet: the operator hasn't seen it
         evaljob("queued", "2026-01-01T00:00:02Z", phase="Queued"),
     ]
-    assert names(queued_in_run_order(jobs)) == ["unseen", "queued"]
-    assert [position_in_queue(job, jobs) for job in jobs[2:]] == [0, 1]
+    assert names(Queue.of(jobs).queued()) == ["unseen", "queued"]
+    assert [Queue.of(jobs).position(job) for job in jobs[2:]] == [0, 1]
