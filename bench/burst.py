@@ -8,7 +8,8 @@ operator (`evalkube-operator --standalone`) and a minimal Job controller (this s
 --job-controller) that gives every Job the operator creates one Pending Pod (and marks the Job
 active), so Jobs and Pods are both there. The bench submits N POST /evaluate, --concurrency at a
 time, and follows the Jobs and Pods with watches. Then, with all of them present, it times 300
-sequential GET /jobs/{id} (random queued jobs) and 100 GET /queue. Per process it reads the peak RSS
+sequential GET /jobs/{id} (random queued jobs) and 100 GET /queue, once the operator and the API
+have handled the burst's last events (each under 5% of a core). Per process it reads the peak RSS
 (VmHWM) and the CPU seconds spent during the burst (first submission to the last Pod) from /proc.
 """
 
@@ -398,9 +399,23 @@ async def burst(cluster: Cluster, n: int, concurrency: int, timeout: float) -> d
         result["emulator_requests_by"] = {k: v for k, v in by.most_common() if v}
     if not result["timed_out"]:
         cluster.check()
+        result["settle_s"] = await settle(cluster)
         result.update(await read_medians(cluster.api_url, ids))
     result["peak_rss_mib"] = cluster.peak_rss()
     return result
+
+
+async def settle(cluster: Cluster, idle_share: float = 0.05, limit: float = 60.0) -> float:
+    """Wait until the operator and the API use under `idle_share` of a core (the burst's last
+    events handled), so that reads are timed against a quiet system; the seconds it took."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < limit:
+        before = cluster.cpu()
+        await asyncio.sleep(0.5)
+        after = cluster.cpu()
+        if all(after[name] - before[name] < idle_share * 0.5 for name in ("operator", "api")):
+            break
+    return time.perf_counter() - start
 
 
 async def wait_all(cluster: Cluster, arrivals: list[Arrivals], deadline: float) -> None:
@@ -475,6 +490,7 @@ def print_table(results: list[dict[str, Any]]) -> None:
             f"job-controller CPU {r['cpu_s']['job-controller']:.1f} s",
             f"bench CPU {r['cpu_s']['bench']:.1f} s",
             f"emulator peak RSS {r['peak_rss_mib']['emulator']:.0f} MiB",
+            f"reads after {fmt(r.get('settle_s'), 's')} more to settle",
         ]
         if r.get("submit_failures"):
             extras.append(f"failed submissions {r['submit_failures']}")
