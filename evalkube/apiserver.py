@@ -99,7 +99,8 @@ class AsyncApiserver:
 
 
 async def or_none(call: Any) -> Any:
-    """The awaited call's answer, or None when the apiserver answers 404: a missing object is an answer."""
+    """The awaited call's answer, or None when the apiserver answers 404: a missing object is an
+    answer (`evalkube.kube.or_none` for the `kubernetes` client's calls)."""
     try:
         return await call
     except ApiException as error:

@@ -17,20 +17,27 @@ from kubernetes.client.exceptions import ApiException
 T = TypeVar("T")
 
 
+def configuration(kubeconfig: str | None = None) -> kubernetes.client.Configuration:
+    """Where the apiserver is and how to authenticate: the pod's ServiceAccount in a cluster,
+    else the kubeconfig (`kubeconfig`, or the default one)."""
+    loaded = kubernetes.client.Configuration()
+    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        kubernetes.config.load_incluster_config(client_configuration=loaded)
+    else:
+        kubernetes.config.load_kube_config(config_file=kubeconfig, client_configuration=loaded)
+    return loaded
+
+
 def api_client(kubeconfig: str | None = None, *, pool_size: int | None = None) -> kubernetes.client.ApiClient:
     """A fresh ApiClient with its own configuration and connection pool (no global state).
 
     `pool_size`: connections kept for reuse (the client's default is 5 per CPU); a caller with
     more threads than that would otherwise open, and discard with a warning, a connection each.
     """
-    configuration = kubernetes.client.Configuration()
-    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-        kubernetes.config.load_incluster_config(client_configuration=configuration)
-    else:
-        kubernetes.config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    loaded = configuration(kubeconfig)
     if pool_size is not None:
-        configuration.connection_pool_maxsize = pool_size
-    return kubernetes.client.ApiClient(configuration)
+        loaded.connection_pool_maxsize = pool_size
+    return kubernetes.client.ApiClient(loaded)
 
 
 def or_none(call: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:

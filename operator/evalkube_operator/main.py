@@ -51,18 +51,16 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.peering.lifetime = operator.peering_lifetime_seconds
     # The operator's own calls are asynchronous (evalkube.apiserver), on kopf's loop; this many
     # connections to the apiserver are kept open and in use at once.
-    configuration = kube.api_client(pool_size=operator.kube_connections).configuration
-    cluster = Cluster(configuration, operator.kube_connections)
-    memo.cluster = cluster
+    cluster = Cluster(kube.configuration(), operator.kube_connections)
     memo.reconciler = Reconciler(cluster, operator)
     memo.merge_reconciler = MergeReconciler(cluster, operator)
 
 
 @kopf.on.cleanup()
 async def disconnect(memo: kopf.Memo, **_: Any) -> None:
-    cluster: Cluster | None = memo.get("cluster")
-    if cluster is not None:
-        await cluster.close()
+    reconciler: Reconciler | None = memo.get("reconciler")
+    if reconciler is not None:  # its cluster is the merge reconciler's too
+        await reconciler.cluster.close()
 
 
 def main(argv: list[str] | None = None) -> None:
